@@ -1,0 +1,3 @@
+from orfs.cli import main
+
+raise SystemExit(main())
