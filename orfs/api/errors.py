@@ -71,7 +71,16 @@ class ServerError(HttpStatusError):
 
 
 class Unreachable(ApiError):
-    """The API could not be reached (or stopped answering) within the time allowed."""
+    """The API could not be reached (or stopped answering) within the time allowed.
+
+    ``request_sent`` is False when the request cannot have reached the server
+    (connect error or timeout, no free connection): only then is an upload safe
+    to repeat.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class ProtocolError(ApiError):

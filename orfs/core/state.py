@@ -1,0 +1,324 @@
+"""Small persistent state of one mount, kept in its cache directory.
+
+One SQLite database, ``root/state.db`` (WAL, 0600, in a 0700 directory), holds:
+
+- the content index of :class:`orfs.core.content.ContentCache` (size, complete flag,
+  last access per file id);
+- per-file attribute overrides (chmod and utimens, which the API cannot store);
+- the upload journal, so pending uploads survive a crash;
+- a short log of recent errors for ``orfs status``.
+
+Every call is synchronous: SQLite answers these in well under a millisecond, so the
+core calls them straight from its trio handlers. Nothing here ever stores the API key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "state.db"
+SCHEMA_VERSION = 1
+# The error log is for "what went wrong lately"; older lines are pruned on insert.
+ERROR_KEEP_SECONDS = 24 * 3600
+ERROR_KEEP_ROWS = 1000
+
+JournalState = Literal["pending", "uploading", "failed"]
+JOURNAL_STATES: frozenset[str] = frozenset({"pending", "uploading", "failed"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS content (
+    id       TEXT PRIMARY KEY,
+    size     INTEGER NOT NULL,
+    complete INTEGER NOT NULL,
+    atime    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS overrides (
+    id       TEXT PRIMARY KEY,
+    mode     INTEGER,
+    mtime_ns INTEGER,
+    atime_ns INTEGER
+);
+CREATE TABLE IF NOT EXISTS journal (
+    key      TEXT PRIMARY KEY,
+    filename TEXT NOT NULL,
+    staged   TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    error    TEXT,
+    replaces TEXT,
+    created  REAL NOT NULL,
+    mode     INTEGER,
+    mtime_ns INTEGER
+);
+CREATE TABLE IF NOT EXISTS errors (
+    time     REAL NOT NULL,
+    message  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS errors_time ON errors(time);
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Override:
+    """What chmod/utimens set on a file id through this mount (None: not set)."""
+
+    mode: int | None = None
+    mtime_ns: int | None = None
+    atime_ns: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One upload that has not finished yet.
+
+    ``filename`` is the raw remote name; ``staged`` the path of the staged bytes;
+    ``replaces`` the id of the remote file to delete once the upload succeeded.
+    """
+
+    key: str
+    filename: str
+    staged: str
+    state: JournalState
+    error: str | None = None
+    replaces: str | None = None
+    created: float = 0.0
+    mode: int | None = None
+    mtime_ns: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ContentRecord:
+    """The content index's row for one file id."""
+
+    file_id: str
+    size: int
+    complete: bool
+    atime: float
+
+
+_JOURNAL_FIELDS = tuple(f.name for f in dataclasses.fields(JournalEntry))
+_JOURNAL_UPDATABLE = frozenset(_JOURNAL_FIELDS) - {"key"}
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) as 0700; tighten it if it already exists."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+
+
+class State:
+    """The mount's SQLite state; see the module docstring.
+
+    The connection is shared by the trio thread and, occasionally, worker threads, so
+    every statement runs under one lock (cheap: there is no contention to speak of).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        make_private_dir(self.root)
+        self.path = self.root / DB_NAME
+        # Create the file 0600 before SQLite does: SQLite gives the -wal and -shm files
+        # the mode of the database file, so this keeps all three private.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        os.chmod(self.path, 0o600)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a power loss may lose the last commits, never corrupts.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists() and side.stat().st_mode & 0o077:
+                os.chmod(side, 0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _run(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, tuple(params))
+
+    def _many(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(sql, (tuple(r) for r in rows))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ---- content index -------------------------------------------------------------
+
+    def content_records(self) -> list[ContentRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, size, complete, atime FROM content").fetchall()
+        return [ContentRecord(r[0], int(r[1]), bool(r[2]), float(r[3])) for r in rows]
+
+    def content_get(self, file_id: str) -> ContentRecord | None:
+        with self._lock:
+            r = self._db.execute(
+                "SELECT id, size, complete, atime FROM content WHERE id = ?", (file_id,)
+            ).fetchone()
+        return None if r is None else ContentRecord(r[0], int(r[1]), bool(r[2]), float(r[3]))
+
+    def content_put(self, file_id: str, *, size: int, complete: bool, atime: float) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO content (id, size, complete, atime) VALUES (?, ?, ?, ?)",
+            (file_id, size, int(complete), atime),
+        )
+
+    def content_touch(self, atimes: Mapping[str, float]) -> None:
+        """Record many last-access times in one transaction (the cache batches them)."""
+        if atimes:
+            self._many(
+                "UPDATE content SET atime = ? WHERE id = ?",
+                ((t, fid) for fid, t in atimes.items()),
+            )
+
+    def content_remove(self, file_id: str) -> None:
+        self._run("DELETE FROM content WHERE id = ?", (file_id,))
+
+    # ---- attribute overrides -------------------------------------------------------
+
+    def get_override(self, file_id: str) -> Override | None:
+        with self._lock:
+            r = self._db.execute(
+                "SELECT mode, mtime_ns, atime_ns FROM overrides WHERE id = ?", (file_id,)
+            ).fetchone()
+        return None if r is None else Override(r[0], r[1], r[2])
+
+    def set_override(
+        self,
+        file_id: str,
+        *,
+        mode: int | None = None,
+        mtime_ns: int | None = None,
+        atime_ns: int | None = None,
+    ) -> None:
+        """Merge: a field given as None keeps its previous value."""
+        self._run(
+            """INSERT INTO overrides (id, mode, mtime_ns, atime_ns) VALUES (?, ?, ?, ?)
+               ON CONFLICT(id) DO UPDATE SET
+                 mode = coalesce(excluded.mode, mode),
+                 mtime_ns = coalesce(excluded.mtime_ns, mtime_ns),
+                 atime_ns = coalesce(excluded.atime_ns, atime_ns)""",
+            (file_id, mode, mtime_ns, atime_ns),
+        )
+
+    def move_override(self, old_id: str, new_id: str) -> None:
+        """Give ``new_id`` what was set on ``old_id`` (a replaced file keeps it)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                row = self._db.execute(
+                    "SELECT mode, mtime_ns, atime_ns FROM overrides WHERE id = ?", (old_id,)
+                ).fetchone()
+                if row is not None and old_id != new_id:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO overrides (id, mode, mtime_ns, atime_ns) "
+                        "VALUES (?, ?, ?, ?)",
+                        (new_id, *row),
+                    )
+                    self._db.execute("DELETE FROM overrides WHERE id = ?", (old_id,))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def drop_override(self, file_id: str) -> None:
+        self._run("DELETE FROM overrides WHERE id = ?", (file_id,))
+
+    # ---- upload journal ------------------------------------------------------------
+
+    def journal_add(self, entry: JournalEntry) -> None:
+        """Add (or replace) the entry with this key."""
+        _check_journal_state(entry.state)
+        cols = ", ".join(_JOURNAL_FIELDS)
+        marks = ", ".join("?" for _ in _JOURNAL_FIELDS)
+        self._run(
+            f"INSERT OR REPLACE INTO journal ({cols}) VALUES ({marks})",
+            (getattr(entry, f) for f in _JOURNAL_FIELDS),
+        )
+
+    def journal_update(self, key: str, **fields: Any) -> None:
+        """Change some fields of an entry; unknown field names are a TypeError."""
+        unknown = set(fields) - _JOURNAL_UPDATABLE
+        if unknown:
+            raise TypeError(f"not journal fields: {sorted(unknown)}")
+        if "state" in fields:
+            _check_journal_state(fields["state"])
+        if not fields:
+            return
+        names = sorted(fields)
+        assignments = ", ".join(f"{n} = ?" for n in names)
+        self._run(
+            f"UPDATE journal SET {assignments} WHERE key = ?",
+            [*(fields[n] for n in names), key],
+        )
+
+    def journal_remove(self, key: str) -> None:
+        self._run("DELETE FROM journal WHERE key = ?", (key,))
+
+    def journal_entries(self) -> list[JournalEntry]:
+        """Every entry, oldest first."""
+        cols = ", ".join(_JOURNAL_FIELDS)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {cols} FROM journal ORDER BY created, key"
+            ).fetchall()
+        return [JournalEntry(*r) for r in rows]
+
+    # ---- recent errors -------------------------------------------------------------
+
+    def record_error(self, message: str, *, when: float | None = None) -> None:
+        now = time.time() if when is None else when
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "INSERT INTO errors (time, message) VALUES (?, ?)", (now, message)
+                )
+                self._db.execute(
+                    "DELETE FROM errors WHERE time < ?", (now - ERROR_KEEP_SECONDS,)
+                )
+                self._db.execute(
+                    "DELETE FROM errors WHERE rowid IN (SELECT rowid FROM errors "
+                    "ORDER BY time DESC LIMIT -1 OFFSET ?)",
+                    (ERROR_KEEP_ROWS,),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def recent_errors(self, seconds: float = 3600) -> list[tuple[float, str]]:
+        """Errors of the last ``seconds``, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT time, message FROM errors WHERE time >= ? ORDER BY time, rowid",
+                (time.time() - seconds,),
+            ).fetchall()
+        return [(float(t), str(m)) for t, m in rows]
+
+
+def _check_journal_state(state: object) -> None:
+    if state not in JOURNAL_STATES:
+        raise ValueError(f"journal state must be one of {sorted(JOURNAL_STATES)}: {state!r}")
