@@ -1,0 +1,547 @@
+"""The content cache over a fake download client (no network, no kernel)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from orfs.api.errors import ApiError, BadRequest, NotFound, ProtocolError, Unreachable
+from orfs.api.models import RemoteFile
+from orfs.core.content import CacheHandle, ContentCache, ContentUnavailable, disk_name
+from orfs.core.state import State
+
+KiB = 1024
+MiB = 1024 * KiB
+CHUNK = 64 * KiB
+
+
+def blob(size: int, seed: int = 0) -> bytes:
+    """Deterministic bytes that differ at every offset (so misplaced bytes show)."""
+    pattern = bytes((i * 7 + seed) % 251 for i in range(251 * 4))
+    reps = size // len(pattern) + 1
+    return (pattern * reps)[:size]
+
+
+def remote(file_id: str, size: int) -> RemoteFile:
+    return RemoteFile(id=file_id, filename=f"{file_id}.bin", size=size, mime_type="",
+                      created_at=datetime(2025, 1, 1, tzinfo=UTC), downloadable=True)
+
+
+class FakeStream:
+    def __init__(self, data: bytes, offset: int, delay: float,
+                 fail_at: int | None, error: Callable[[], ApiError]) -> None:
+        self.size: int | None = len(data)
+        self._data = data
+        self._offset = offset
+        self._delay = delay
+        self._fail_at = fail_at
+        self._error = error
+        self.sent = 0
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        pos = self._offset
+        while pos < len(self._data):
+            if self._fail_at is not None and pos >= self._fail_at:
+                raise self._error()
+            if self._delay:
+                await trio.sleep(self._delay)
+            end = min(pos + CHUNK, len(self._data))
+            if self._fail_at is not None:
+                end = min(end, max(self._fail_at, pos + 1))
+            yield self._data[pos:end]
+            pos = end
+        if self._fail_at is not None and pos >= self._fail_at and self._fail_at < len(
+            self._data
+        ):
+            raise self._error()
+
+
+class FakeClient:
+    """``download(file_id, offset)`` over in-memory blobs.
+
+    ``fail_at[file_id]`` is a list, one item per attempt: the byte offset where that
+    attempt's stream breaks (None: it does not). ``refuse[file_id]`` is raised before any
+    byte is sent.
+    """
+
+    def __init__(self, blobs: dict[str, bytes], delay: float = 0.0) -> None:
+        self.blobs = blobs
+        self.delay = delay
+        self.calls: list[tuple[str, int]] = []
+        self.fail_at: dict[str, list[int | None]] = {}
+        self.error: Callable[[], ApiError] = lambda: ProtocolError("body truncated")
+        self.refuse: dict[str, ApiError] = {}
+
+    @asynccontextmanager
+    async def download(self, file_id: str, offset: int = 0) -> AsyncIterator[FakeStream]:
+        self.calls.append((file_id, offset))
+        await trio.lowlevel.checkpoint()
+        if file_id in self.refuse:
+            raise self.refuse[file_id]
+        if file_id not in self.blobs:
+            raise NotFound("no such file")
+        plan = self.fail_at.get(file_id)
+        fail_at = plan.pop(0) if plan else None
+        yield FakeStream(self.blobs[file_id], offset, self.delay, fail_at, self.error)
+
+
+@asynccontextmanager
+async def running(root: Path, client: FakeClient, max_size: int = 1 << 40,
+                  ) -> AsyncIterator[tuple[ContentCache, State]]:
+    """A cache as a mount runs it: ``run`` in a nursery, cancelled at the end."""
+    state = State(root)
+    cache = ContentCache(root, max_size, client, state)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cache.run)
+            yield cache, state
+            nursery.cancel_scope.cancel()
+    finally:
+        state.close()
+
+
+async def read_all(handle: CacheHandle, size: int = 128 * KiB) -> bytes:
+    out = bytearray()
+    while True:
+        data = await handle.read(len(out), size)
+        if not data:
+            return bytes(out)
+        out += data
+
+
+async def settle(cache: ContentCache) -> None:
+    """Wait until no download is in flight (and installed)."""
+    while cache.statistics()["downloads_in_flight"] or cache._active:
+        await trio.sleep(0.01)
+
+
+async def test_read_returns_as_soon_as_its_range_arrived(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    data = blob(4 * MiB)
+    client = FakeClient({"f": data}, delay=1.0)  # one 64 KiB chunk per second
+    async with running(tmp_path, client) as (cache, _):
+        handle = await cache.open(remote("f", len(data)))
+        start = trio.current_time()
+        assert await handle.read(0, 128 * KiB) == data[: 128 * KiB]
+        assert trio.current_time() - start <= 3.0
+        assert cache.statistics()["downloads_in_flight"] == 1
+        assert not cache.is_cached("f")
+        # A read in the middle waits only for its own range.
+        assert await handle.read(MiB, 128 * KiB) == data[MiB : MiB + 128 * KiB]
+        assert trio.current_time() - start <= 20.0
+        assert cache.statistics()["downloads_in_flight"] == 1
+        assert await read_all(handle) == data
+        handle.close()
+        await settle(cache)
+        assert cache.is_cached("f")
+        assert client.calls == [("f", 0)]
+
+
+async def test_reads_are_short_at_eof_and_empty_past_it(tmp_path: Path) -> None:
+    data = blob(100 * KiB + 3)
+    async with running(tmp_path, FakeClient({"f": data})) as (cache, _):
+        handle = await cache.open(remote("f", len(data)))
+        assert await handle.read(len(data) - 10, 128 * KiB) == data[-10:]
+        assert await handle.read(len(data), 4096) == b""
+        assert await handle.read(len(data) + 5000, 4096) == b""
+        handle.close()
+        handle.close()  # idempotent
+
+
+async def test_concurrent_opens_share_one_download(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    data = blob(MiB)
+    client = FakeClient({"f": data}, delay=0.5)
+    results: list[bytes] = []
+    async with running(tmp_path, client) as (cache, _):
+
+        async def reader() -> None:
+            handle = await cache.open(remote("f", len(data)))
+            try:
+                results.append(await read_all(handle))
+            finally:
+                handle.close()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(reader)
+        assert results == [data] * 8
+        assert client.calls == [("f", 0)]
+        stats = cache.statistics()
+        assert stats["downloads_started"] == 1
+        assert stats["downloads_joined"] == 7
+
+
+async def test_second_open_after_completion_makes_no_request(tmp_path: Path) -> None:
+    data = blob(300 * KiB)
+    client = FakeClient({"f": data})
+    async with running(tmp_path, client) as (cache, _):
+        h = await cache.open(remote("f", len(data)))
+        assert await read_all(h) == data
+        h.close()
+        await settle(cache)
+        h = await cache.open(remote("f", len(data)))
+        assert await read_all(h) == data
+        h.close()
+        assert client.calls == [("f", 0)]
+        assert cache.statistics()["hits"] == 1
+
+
+async def test_download_continues_when_the_last_handle_closes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    data = blob(MiB)
+    client = FakeClient({"f": data}, delay=1.0)
+    async with running(tmp_path, client) as (cache, _):
+        h = await cache.open(remote("f", len(data)))
+        await h.read(0, 1)
+        h.close()
+        h = await cache.open(remote("f", len(data)))  # joins, does not restart
+        assert await read_all(h) == data
+        h.close()
+        await settle(cache)
+        h = await cache.open(remote("f", len(data)))
+        h.close()
+        assert client.calls == [("f", 0)]
+        assert cache.is_cached("f")
+
+
+async def test_a_new_mount_serves_a_complete_entry_with_no_download(tmp_path: Path) -> None:
+    data = blob(500 * KiB)
+    client = FakeClient({"f": data})
+    async with running(tmp_path, client) as (cache, _):
+        h = await cache.open(remote("f", len(data)))
+        await read_all(h)
+        h.close()
+        await settle(cache)
+    client2 = FakeClient({"f": data})
+    async with running(tmp_path, client2) as (cache, _):
+        assert cache.is_cached("f")
+        h = await cache.open(remote("f", len(data)))
+        assert await read_all(h) == data
+        h.close()
+        assert cache.usage() == (len(data), 1 << 40)
+    assert client2.calls == []
+
+
+async def test_an_interrupted_download_is_discarded_and_redone(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    data = blob(MiB)
+    client = FakeClient({"f": data}, delay=1.0)
+    async with running(tmp_path, client) as (cache, state):
+        h = await cache.open(remote("f", len(data)))
+        await h.read(0, 200 * KiB)
+        h.close()
+        # leaving the block cancels run(): an unmount mid-download
+    assert list((tmp_path / "partial").iterdir()) == []
+    # What a crash would leave: a partial file, and a renamed file whose index row
+    # never said complete (the fsync had not finished).
+    (tmp_path / "partial" / "f.abc123").write_bytes(data[:1000])
+    (tmp_path / "content" / "g").write_bytes(data)
+    state = State(tmp_path)
+    state.content_put("g", size=len(data), complete=False, atime=1.0)
+    state.close()
+    client2 = FakeClient({"f": data, "g": data})
+    async with running(tmp_path, client2) as (cache, _):
+        assert list((tmp_path / "partial").iterdir()) == []
+        assert not (tmp_path / "content" / "g").exists()
+        assert not cache.is_cached("f") and not cache.is_cached("g")
+        for fid in ("f", "g"):
+            h = await cache.open(remote(fid, len(data)))
+            assert await read_all(h) == data
+            h.close()
+    assert client2.calls == [("f", 0), ("g", 0)]
+
+
+async def test_unmount_wakes_readers_of_a_download_in_flight(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    data = blob(MiB)
+    client = FakeClient({"f": data}, delay=10.0)
+    state = State(tmp_path)
+    cache = ContentCache(tmp_path, 1 << 30, client, state)
+    got: list[BaseException] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as outer:
+            run_scope = trio.CancelScope()
+
+            async def run_cache(task_status: trio.TaskStatus[None]) -> None:
+                with run_scope:
+                    await cache.run(task_status=task_status)
+
+            await outer.start(run_cache)
+            h = await cache.open(remote("f", len(data)))
+
+            async def reader() -> None:
+                try:
+                    await h.read(512 * KiB, 4096)
+                except ContentUnavailable as exc:
+                    got.append(exc)
+
+            outer.start_soon(reader)
+            await trio.sleep(15)
+            run_scope.cancel()
+    h.close()
+    state.close()
+    assert len(got) == 1
+
+
+@pytest.mark.parametrize("where", ["on_disk_later", "before_start"])
+async def test_a_damaged_entry_is_downloaded_again(tmp_path: Path, where: str) -> None:
+    data = blob(200 * KiB)
+    async with running(tmp_path, FakeClient({"f": data})) as (cache, _):
+        h = await cache.open(remote("f", len(data)))
+        await read_all(h)
+        h.close()
+        await settle(cache)
+        path = tmp_path / "content" / disk_name("f")
+        assert path.stat().st_size == len(data)
+        if where == "on_disk_later":
+            os.truncate(path, 1000)
+            assert not cache.is_cached("f")
+            h = await cache.open(remote("f", len(data)))
+            assert await read_all(h) == data
+            h.close()
+            assert cache.statistics()["downloads_started"] == 2
+    if where == "before_start":
+        os.truncate(path, 1000)
+        client = FakeClient({"f": data})
+        async with running(tmp_path, client) as (cache, _):
+            assert not cache.is_cached("f")
+            assert cache.usage()[0] == 0
+            h = await cache.open(remote("f", len(data)))
+            assert await read_all(h) == data
+            h.close()
+        assert client.calls == [("f", 0)]
+
+
+async def test_a_failed_download_wakes_every_waiter(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    data = blob(MiB)
+    client = FakeClient({"f": data}, delay=1.0)
+    client.fail_at["f"] = [300 * KiB, 400 * KiB]  # the resume breaks too
+    errors: list[ContentUnavailable] = []
+    async with running(tmp_path, client) as (cache, _):
+        handles = [await cache.open(remote("f", len(data))) for _ in range(5)]
+
+        async def reader(h: CacheHandle, offset: int) -> None:
+            try:
+                await h.read(offset, 128 * KiB)
+            except ContentUnavailable as exc:
+                errors.append(exc)
+
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                for i, h in enumerate(handles):
+                    nursery.start_soon(reader, h, 500 * KiB + i * 100 * KiB)
+        assert len(errors) == 5
+        assert all(e.errno == errno.EIO and not e.not_downloadable for e in errors)
+        # Bytes that did arrive are still served.
+        assert await handles[0].read(0, 128 * KiB) == data[: 128 * KiB]
+        for h in handles:
+            h.close()
+        assert client.calls == [("f", 0), ("f", 300 * KiB)]
+        assert not cache.is_cached("f")
+        assert cache.statistics()["downloads_failed"] == 1
+        # A later open tries again.
+        h = await cache.open(remote("f", len(data)))
+        assert await read_all(h) == data
+        h.close()
+
+
+async def test_a_dropped_stream_resumes_from_its_offset(tmp_path: Path) -> None:
+    data = blob(MiB + 5)
+    client = FakeClient({"f": data})
+    client.fail_at["f"] = [333 * KiB + 7]
+    client.error = lambda: Unreachable("connection reset")
+    async with running(tmp_path, client) as (cache, _):
+        h = await cache.open(remote("f", len(data)))
+        with trio.fail_after(10):
+            assert await read_all(h) == data
+        h.close()
+        await settle(cache)
+        assert cache.is_cached("f")
+        assert cache.statistics()["download_resumes"] == 1
+    assert client.calls == [("f", 0), ("f", 333 * KiB + 7)]
+
+
+async def test_not_downloadable_is_eacces_and_not_found_is_eio(tmp_path: Path) -> None:
+    client = FakeClient({})
+    client.refuse["up"] = BadRequest("file is not downloadable")
+    async with running(tmp_path, client) as (cache, _):
+        for fid, code in (("up", errno.EACCES), ("gone", errno.EIO)):
+            h = await cache.open(remote(fid, 10))
+            with trio.fail_after(5), pytest.raises(ContentUnavailable) as info:
+                await h.read(0, 10)
+            assert info.value.errno == code
+            h.close()
+        assert client.calls == [("up", 0), ("gone", 0)]  # no resume of a refusal
+        assert cache.usage()[0] == 0
+
+
+async def test_a_size_mismatch_keeps_what_arrived_and_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = blob(70 * KiB)
+    async with running(tmp_path, FakeClient({"f": data})) as (cache, state):
+        with caplog.at_level(logging.WARNING, logger="orfs.core.content"):
+            h = await cache.open(remote("f", 50 * KiB))
+            assert await read_all(h) == data
+            h.close()
+            await settle(cache)
+        assert any("70" in r.getMessage() or "71680" in r.getMessage()
+                   for r in caplog.records if r.levelno == logging.WARNING)
+        rec = state.content_get("f")
+        assert rec is not None and rec.size == len(data) and rec.complete
+
+
+async def test_eviction_keeps_usage_under_the_limit_in_lru_order(tmp_path: Path) -> None:
+    blobs = {f"f{i}": blob(100 * KiB, i) for i in range(6)}
+    client = FakeClient(blobs)
+    limit = 350 * KiB
+    async with running(tmp_path, client, max_size=limit) as (cache, _):
+        for i in range(3):
+            h = await cache.open(remote(f"f{i}", 100 * KiB))
+            await read_all(h)
+            h.close()
+            await settle(cache)
+        h = await cache.open(remote("f0", 100 * KiB))  # f0 is now the most recent
+        h.close()
+        for i in range(3, 6):
+            h = await cache.open(remote(f"f{i}", 100 * KiB))
+            assert await read_all(h) == blobs[f"f{i}"]
+            h.close()
+            await settle(cache)
+            assert cache.usage()[0] <= limit
+        assert [cache.is_cached(f"f{i}") for i in range(6)] == [
+            False, False, False, True, True, True]
+        on_disk = sum(p.stat().st_size for p in (tmp_path / "content").iterdir())
+        assert on_disk <= limit
+        assert cache.statistics()["evictions"] == 3
+
+
+async def test_a_pinned_entry_is_never_evicted(tmp_path: Path) -> None:
+    blobs = {f"f{i}": blob(100 * KiB, i) for i in range(4)}
+    async with running(tmp_path, FakeClient(blobs), max_size=150 * KiB) as (cache, _):
+        pinned = await cache.open(remote("f0", 100 * KiB))
+        await read_all(pinned)
+        await settle(cache)
+        for i in range(1, 4):
+            h = await cache.open(remote(f"f{i}", 100 * KiB))
+            await read_all(h)
+            h.close()
+            await settle(cache)
+        assert cache.is_cached("f0")
+        assert await read_all(pinned) == blobs["f0"]
+        assert cache.usage()[0] <= 200 * KiB  # f0 plus at most the newest one
+        pinned.close()
+
+
+async def test_an_entry_bigger_than_the_limit_is_served_then_evicted(tmp_path: Path) -> None:
+    data = blob(300 * KiB)
+    client = FakeClient({"big": data})
+    async with running(tmp_path, client, max_size=100 * KiB) as (cache, _):
+        h = await cache.open(remote("big", len(data)))
+        assert await read_all(h) == data
+        await settle(cache)
+        assert await h.read(0, 10) == data[:10]  # still readable while open
+        h.close()
+        assert not cache.is_cached("big")
+        assert cache.usage()[0] == 0
+        assert list((tmp_path / "content").iterdir()) == []
+
+
+async def test_adopt_makes_a_staged_file_readable_with_no_download(tmp_path: Path) -> None:
+    data = blob(123 * KiB)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    staged = staging / "upload-1"
+    staged.write_bytes(data)
+    client = FakeClient({})
+    async with running(tmp_path, client) as (cache, state):
+        cache.adopt("new", staged, len(data))
+        assert not staged.exists()
+        assert cache.is_cached("new")
+        h = await cache.open(remote("new", len(data)))
+        assert await read_all(h) == data
+        h.close()
+        await trio.sleep(0.2)  # the background fsync records it
+        rec = state.content_get("new")
+        assert rec is not None and rec.complete and rec.size == len(data)
+    assert client.calls == []
+    async with running(tmp_path, client) as (cache, _):
+        assert cache.is_cached("new")
+
+
+async def test_drop_removes_now_or_at_the_last_close(tmp_path: Path) -> None:
+    blobs = {"a": blob(10 * KiB), "b": blob(20 * KiB)}
+    async with running(tmp_path, FakeClient(blobs)) as (cache, _):
+        for fid in blobs:
+            h = await cache.open(remote(fid, len(blobs[fid])))
+            await read_all(h)
+            h.close()
+        await settle(cache)
+        cache.drop("a")
+        assert not cache.is_cached("a")
+        assert not (tmp_path / "content" / "a").exists()
+        h = await cache.open(remote("b", 20 * KiB))
+        cache.drop("b")
+        assert not cache.is_cached("b")
+        assert await read_all(h) == blobs["b"]  # an open reader keeps its bytes
+        assert (tmp_path / "content" / "b").exists()
+        h.close()
+        assert not (tmp_path / "content" / "b").exists()
+        assert cache.usage()[0] == 0
+        cache.drop("never-seen")
+
+
+async def test_cache_files_are_0600_and_directories_0700(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    root = tmp_path / "cache"
+    data = blob(MiB)
+    client = FakeClient({"done": blob(1000), "slow": data}, delay=1.0)
+    async with running(root, client) as (cache, _):
+        h = await cache.open(remote("done", 1000))
+        await read_all(h)
+        h.close()
+        await settle(cache)
+        slow = await cache.open(remote("slow", len(data)))
+        await slow.read(0, 1)
+        paths = list(root.rglob("*"))
+        assert any(p.parent.name == "partial" for p in paths)
+        assert any(p.parent.name == "content" for p in paths)
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+        for p in paths:
+            want = 0o700 if p.is_dir() else 0o600
+            assert stat.S_IMODE(p.stat().st_mode) == want, p
+        slow.close()
+
+
+def test_ids_that_are_not_tame_names_are_hashed() -> None:
+    assert disk_name("or_file_011CNha8iCJcU1wXNR6q4V8w") == "or_file_011CNha8iCJcU1wXNR6q4V8w"
+    for bad in ("../x", "a/b", ".hidden", "", "x" * 300, "é"):
+        name = disk_name(bad)
+        assert name.startswith("~") and "/" not in name and len(name) < 100
+
+
+async def test_open_without_run_is_an_error(tmp_path: Path) -> None:
+    state = State(tmp_path)
+    cache = ContentCache(tmp_path, 1 << 20, FakeClient({}), state)
+    with pytest.raises(RuntimeError):
+        await cache.open(remote("f", 1))
+    state.close()
