@@ -55,10 +55,7 @@ def error_for_status(status: int, body: bytes, headers: Mapping[str, str],
     carries no message."""
     message = error_message(body)
     if message is None:
-        try:
-            phrase = httpx.codes(status).phrase
-        except ValueError:
-            phrase = "error"
+        phrase = httpx.codes.get_reason_phrase(status) or f"HTTP {status}"
         message = f"{phrase} ({what})" if what else phrase
     cls = _BY_STATUS.get(status)
     if cls is None:
