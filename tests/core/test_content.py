@@ -17,12 +17,19 @@ import trio.testing
 
 from orfs.api.errors import ApiError, BadRequest, NotFound, ProtocolError, Unreachable
 from orfs.api.models import RemoteFile
+from orfs.core import content
 from orfs.core.content import CacheHandle, ContentCache, ContentUnavailable, disk_name
 from orfs.core.state import State
 
 KiB = 1024
 MiB = 1024 * KiB
 CHUNK = 64 * KiB
+
+
+@pytest.fixture(autouse=True, params=["inline", "threaded"])
+def write_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs with chunks written on the trio thread and from worker threads."""
+    monkeypatch.setattr(content, "WRITE_IN_THREAD", request.param == "threaded")
 
 
 def blob(size: int, seed: int = 0) -> bytes:
@@ -37,10 +44,31 @@ def remote(file_id: str, size: int) -> RemoteFile:
                       created_at=datetime(2025, 1, 1, tzinfo=UTC), downloadable=True)
 
 
+class Gate:
+    """Lets a fake stream send only as many chunks as the test allowed."""
+
+    def __init__(self) -> None:
+        self.allowed = 0
+        self.sent = 0
+        self._changed = trio.Event()
+
+    def allow(self, chunks: int) -> None:
+        self.allowed += chunks
+        self._changed.set()
+
+    async def pass_one(self) -> None:
+        while self.sent >= self.allowed:
+            self._changed = trio.Event()
+            await self._changed.wait()
+        self.sent += 1
+
+
 class FakeStream:
     def __init__(self, data: bytes, offset: int, delay: float,
-                 fail_at: int | None, error: Callable[[], ApiError]) -> None:
-        self.size: int | None = len(data)
+                 fail_at: int | None, error: Callable[[], ApiError],
+                 gate: Gate | None) -> None:
+        self.size: int | None = len(data) - offset
+        self._gate = gate
         self._data = data
         self._offset = offset
         self._delay = delay
@@ -55,6 +83,8 @@ class FakeStream:
                 raise self._error()
             if self._delay:
                 await trio.sleep(self._delay)
+            if self._gate is not None:
+                await self._gate.pass_one()
             end = min(pos + CHUNK, len(self._data))
             if self._fail_at is not None:
                 end = min(end, max(self._fail_at, pos + 1))
@@ -81,6 +111,7 @@ class FakeClient:
         self.fail_at: dict[str, list[int | None]] = {}
         self.error: Callable[[], ApiError] = lambda: ProtocolError("body truncated")
         self.refuse: dict[str, ApiError] = {}
+        self.gate: Gate | None = None
 
     @asynccontextmanager
     async def download(self, file_id: str, offset: int = 0) -> AsyncIterator[FakeStream]:
@@ -92,7 +123,8 @@ class FakeClient:
             raise NotFound("no such file")
         plan = self.fail_at.get(file_id)
         fail_at = plan.pop(0) if plan else None
-        yield FakeStream(self.blobs[file_id], offset, self.delay, fail_at, self.error)
+        yield FakeStream(self.blobs[file_id], offset, self.delay, fail_at, self.error,
+                         self.gate)
 
 
 @asynccontextmanager
@@ -125,23 +157,33 @@ async def settle(cache: ContentCache) -> None:
         await trio.sleep(0.01)
 
 
-async def test_read_returns_as_soon_as_its_range_arrived(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_read_returns_as_soon_as_its_range_arrived(tmp_path: Path) -> None:
     data = blob(4 * MiB)
-    client = FakeClient({"f": data}, delay=1.0)  # one 64 KiB chunk per second
+    client = FakeClient({"f": data})
+    client.gate = gate = Gate()
     async with running(tmp_path, client) as (cache, _):
         handle = await cache.open(remote("f", len(data)))
-        start = trio.current_time()
-        assert await handle.read(0, 128 * KiB) == data[: 128 * KiB]
-        assert trio.current_time() - start <= 3.0
+        gate.allow(2)  # two 64 KiB chunks: exactly the first read
+        with trio.fail_after(5):
+            assert await handle.read(0, 128 * KiB) == data[: 128 * KiB]
         assert cache.statistics()["downloads_in_flight"] == 1
         assert not cache.is_cached("f")
-        # A read in the middle waits only for its own range.
-        assert await handle.read(MiB, 128 * KiB) == data[MiB : MiB + 128 * KiB]
-        assert trio.current_time() - start <= 20.0
+        # A read further on waits for its own range, and only for it.
+        async with trio.open_nursery() as nursery:
+            got: list[bytes] = []
+
+            async def middle() -> None:
+                got.append(await handle.read(MiB, 128 * KiB))
+
+            nursery.start_soon(middle)
+            await trio.sleep(0.05)
+            assert got == []
+            gate.allow(MiB // CHUNK)  # up to 1 MiB + 128 KiB
+        assert got == [data[MiB : MiB + 128 * KiB]]
         assert cache.statistics()["downloads_in_flight"] == 1
-        assert await read_all(handle) == data
+        gate.allow(1000)
+        with trio.fail_after(10):
+            assert await read_all(handle) == data
         handle.close()
         await settle(cache)
         assert cache.is_cached("f")
@@ -159,11 +201,10 @@ async def test_reads_are_short_at_eof_and_empty_past_it(tmp_path: Path) -> None:
         handle.close()  # idempotent
 
 
-async def test_concurrent_opens_share_one_download(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_concurrent_opens_share_one_download(tmp_path: Path) -> None:
     data = blob(MiB)
-    client = FakeClient({"f": data}, delay=0.5)
+    client = FakeClient({"f": data})
+    client.gate = gate = Gate()
     results: list[bytes] = []
     async with running(tmp_path, client) as (cache, _):
 
@@ -177,6 +218,8 @@ async def test_concurrent_opens_share_one_download(
         async with trio.open_nursery() as nursery:
             for _ in range(8):
                 nursery.start_soon(reader)
+            await trio.sleep(0.05)
+            gate.allow(1000)
         assert results == [data] * 8
         assert client.calls == [("f", 0)]
         stats = cache.statistics()
@@ -199,22 +242,27 @@ async def test_second_open_after_completion_makes_no_request(tmp_path: Path) -> 
         assert cache.statistics()["hits"] == 1
 
 
-async def test_download_continues_when_the_last_handle_closes(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_download_continues_when_the_last_handle_closes(tmp_path: Path) -> None:
     data = blob(MiB)
-    client = FakeClient({"f": data}, delay=1.0)
+    client = FakeClient({"f": data})
+    client.gate = gate = Gate()
     async with running(tmp_path, client) as (cache, _):
         h = await cache.open(remote("f", len(data)))
+        gate.allow(1)
         await h.read(0, 1)
         h.close()
+        gate.allow(5)
+        await trio.sleep(0.05)
         h = await cache.open(remote("f", len(data)))  # joins, does not restart
-        assert await read_all(h) == data
+        gate.allow(1000)
+        with trio.fail_after(10):
+            assert await read_all(h) == data
         h.close()
         await settle(cache)
         h = await cache.open(remote("f", len(data)))
         h.close()
         assert client.calls == [("f", 0)]
+        assert cache.statistics()["downloads_joined"] == 1
         assert cache.is_cached("f")
 
 
@@ -236,13 +284,13 @@ async def test_a_new_mount_serves_a_complete_entry_with_no_download(tmp_path: Pa
     assert client2.calls == []
 
 
-async def test_an_interrupted_download_is_discarded_and_redone(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_an_interrupted_download_is_discarded_and_redone(tmp_path: Path) -> None:
     data = blob(MiB)
-    client = FakeClient({"f": data}, delay=1.0)
-    async with running(tmp_path, client) as (cache, state):
+    client = FakeClient({"f": data})
+    client.gate = gate = Gate()
+    async with running(tmp_path, client) as (cache, _):
         h = await cache.open(remote("f", len(data)))
+        gate.allow(4)
         await h.read(0, 200 * KiB)
         h.close()
         # leaving the block cancels run(): an unmount mid-download
@@ -266,15 +314,14 @@ async def test_an_interrupted_download_is_discarded_and_redone(
     assert client2.calls == [("f", 0), ("g", 0)]
 
 
-async def test_unmount_wakes_readers_of_a_download_in_flight(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_unmount_wakes_readers_of_a_download_in_flight(tmp_path: Path) -> None:
     data = blob(MiB)
-    client = FakeClient({"f": data}, delay=10.0)
+    client = FakeClient({"f": data})
+    client.gate = gate = Gate()
     state = State(tmp_path)
     cache = ContentCache(tmp_path, 1 << 30, client, state)
     got: list[BaseException] = []
-    with trio.fail_after(60):
+    with trio.fail_after(10):
         async with trio.open_nursery() as outer:
             run_scope = trio.CancelScope()
 
@@ -292,11 +339,13 @@ async def test_unmount_wakes_readers_of_a_download_in_flight(
                     got.append(exc)
 
             outer.start_soon(reader)
-            await trio.sleep(15)
+            gate.allow(2)
+            await trio.sleep(0.05)
             run_scope.cancel()
     h.close()
     state.close()
     assert len(got) == 1
+    assert list((tmp_path / "partial").iterdir()) == []
 
 
 @pytest.mark.parametrize("where", ["on_disk_later", "before_start"])
@@ -328,11 +377,10 @@ async def test_a_damaged_entry_is_downloaded_again(tmp_path: Path, where: str) -
         assert client.calls == [("f", 0)]
 
 
-async def test_a_failed_download_wakes_every_waiter(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_a_failed_download_wakes_every_waiter(tmp_path: Path) -> None:
     data = blob(MiB)
-    client = FakeClient({"f": data}, delay=1.0)
+    client = FakeClient({"f": data})
+    client.gate = gate = Gate()
     client.fail_at["f"] = [300 * KiB, 400 * KiB]  # the resume breaks too
     errors: list[ContentUnavailable] = []
     async with running(tmp_path, client) as (cache, _):
@@ -344,10 +392,13 @@ async def test_a_failed_download_wakes_every_waiter(
             except ContentUnavailable as exc:
                 errors.append(exc)
 
-        with trio.fail_after(120):
+        with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 for i, h in enumerate(handles):
                     nursery.start_soon(reader, h, 500 * KiB + i * 100 * KiB)
+                await trio.sleep(0.05)
+                assert errors == []  # all five are waiting
+                gate.allow(1000)
         assert len(errors) == 5
         assert all(e.errno == errno.EIO and not e.not_downloadable for e in errors)
         # Bytes that did arrive are still served.
@@ -358,6 +409,7 @@ async def test_a_failed_download_wakes_every_waiter(
         assert not cache.is_cached("f")
         assert cache.statistics()["downloads_failed"] == 1
         # A later open tries again.
+        client.gate = None
         h = await cache.open(remote("f", len(data)))
         assert await read_all(h) == data
         h.close()
@@ -509,18 +561,19 @@ async def test_drop_removes_now_or_at_the_last_close(tmp_path: Path) -> None:
         cache.drop("never-seen")
 
 
-async def test_cache_files_are_0600_and_directories_0700(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_cache_files_are_0600_and_directories_0700(tmp_path: Path) -> None:
     root = tmp_path / "cache"
     data = blob(MiB)
-    client = FakeClient({"done": blob(1000), "slow": data}, delay=1.0)
+    client = FakeClient({"done": blob(1000), "slow": data})
+    client.gate = gate = Gate()
+    gate.allow(1)
     async with running(root, client) as (cache, _):
         h = await cache.open(remote("done", 1000))
         await read_all(h)
         h.close()
         await settle(cache)
         slow = await cache.open(remote("slow", len(data)))
+        gate.allow(1)
         await slow.read(0, 1)
         paths = list(root.rglob("*"))
         assert any(p.parent.name == "partial" for p in paths)
@@ -530,6 +583,7 @@ async def test_cache_files_are_0600_and_directories_0700(
             want = 0o700 if p.is_dir() else 0o600
             assert stat.S_IMODE(p.stat().st_mode) == want, p
         slow.close()
+        gate.allow(1000)
 
 
 def test_ids_that_are_not_tame_names_are_hashed() -> None:
