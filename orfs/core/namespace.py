@@ -1,0 +1,238 @@
+"""The in-memory index of the whole workspace, plus the overlay of local entries.
+
+One listing (``list_pages(limit=1000)``) fills the index; it is fresh for
+``dir_cache_ttl`` seconds. Only one listing runs at a time: concurrent callers wait for
+the one in flight and use its result. Every file's attributes sit in a TTL cache that
+the listing fills; an expired entry is refreshed by one ``retrieve`` of that file, never
+by a re-list.
+
+Display names come from `orfs.core.names.layout`; the local overlay adds folders made
+by mkdir and files not uploaded yet (a local file at a path hides a remote file there:
+the one it will replace).
+
+Concurrency invariants (one trio thread):
+- `insert`/`remove` and the tree rebuild are synchronous; nothing awaits between
+  reading the tree and acting on it inside one of them.
+- A listing takes a while; changes made through the mount while it is in flight are
+  recorded and re-applied to its result, so a file uploaded meanwhile never vanishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Protocol
+
+import trio
+from cachetools import TTLCache
+
+from orfs.api.errors import NotFound
+from orfs.api.models import RemoteFile
+from orfs.core import names
+from orfs.core.inodes import DirKey, FileKey, Key, LocalKey
+
+log = logging.getLogger(__name__)
+
+Path = tuple[str, ...]
+
+# How long a name proved absent by a fresh listing stays absent without a re-list.
+NEGATIVE_TTL = 1.0
+_HUGE = 10**8
+
+
+class Lister(Protocol):
+    def list_pages(self, limit: int = 1000) -> AsyncIterator[list[RemoteFile]]: ...
+
+    async def retrieve(self, file_id: str) -> RemoteFile: ...
+
+
+class Namespace:
+    """Index of remote files + local overlay -> a tree of display names."""
+
+    def __init__(self, client: Lister, *, ttl: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._clock = clock
+        self._files: dict[str, RemoteFile] = {}
+        self._fresh: TTLCache[str, bool] = TTLCache(maxsize=_HUGE, ttl=ttl, timer=clock)
+        self._negative: TTLCache[tuple[Path, str], bool] = TTLCache(
+            maxsize=100_000, ttl=min(ttl, NEGATIVE_TTL), timer=clock)
+        self._listed_at: float | None = None
+        self._list_lock = trio.Lock()
+        self._in_flight_changes: list[Callable[[dict[str, RemoteFile]], None]] | None = None
+        self.listings = 0
+        # Local overlay: path -> serial of a local file; folders made by mkdir.
+        self._local_files: dict[Path, int] = {}
+        self._local_folders: set[Path] = set()
+        self._layout: names.Layout | None = None
+        self._tree: dict[Path, dict[str, Key]] | None = None
+
+    # ---- freshness -------------------------------------------------------------------
+
+    def is_fresh(self) -> bool:
+        return self._listed_at is not None and self._clock() - self._listed_at < self._ttl
+
+    def invalidate(self) -> None:
+        """Drop the listing cache (SIGHUP, `orfs refresh`): the next access re-lists."""
+        self._listed_at = None
+        self._fresh.clear()
+        self._negative.clear()
+
+    async def ensure_fresh(self) -> None:
+        """Re-list the workspace if the listing is stale; one listing at a time."""
+        if self.is_fresh():
+            return
+        async with self._list_lock:
+            if self.is_fresh():
+                return  # the listing we waited for did it
+            await self._relist()
+
+    async def _relist(self) -> None:
+        self._in_flight_changes = []
+        files: dict[str, RemoteFile] = {}
+        try:
+            async for page in self._client.list_pages(limit=1000):
+                for f in page:
+                    files[f.id] = f
+        finally:
+            changes, self._in_flight_changes = self._in_flight_changes, None
+        for change in changes:
+            change(files)
+        self.listings += 1
+        self._files = files
+        self._fresh.clear()
+        for file_id in files:
+            self._fresh[file_id] = True
+        self._listed_at = self._clock()
+        self._dirty()
+        log.debug("listed %d files", len(files))
+
+    # ---- changes ---------------------------------------------------------------------
+
+    def _dirty(self) -> None:
+        self._layout = None
+        self._tree = None
+
+    def insert(self, rf: RemoteFile) -> None:
+        """A file now exists (uploaded through the mount, or retrieved)."""
+        old = self._files.get(rf.id)
+        self._files[rf.id] = rf
+        self._fresh[rf.id] = True
+        if self._in_flight_changes is not None:
+            self._in_flight_changes.append(lambda files: files.__setitem__(rf.id, rf))
+        if old is None or old.filename != rf.filename or old.created_at != rf.created_at:
+            self._dirty()
+
+    def remove(self, file_id: str) -> RemoteFile | None:
+        """A file is gone (deleted through the mount, or 404)."""
+        rf = self._files.pop(file_id, None)
+        self._fresh.pop(file_id, None)
+        if self._in_flight_changes is not None:
+            def drop(files: dict[str, RemoteFile]) -> None:
+                files.pop(file_id, None)
+            self._in_flight_changes.append(drop)
+        if rf is not None:
+            self._dirty()
+        return rf
+
+    def add_local_file(self, path: Path, serial: int) -> None:
+        self._local_files[path] = serial
+        self._dirty()
+
+    def remove_local_file(self, path: Path, serial: int) -> None:
+        if self._local_files.get(path) == serial:
+            del self._local_files[path]
+            self._dirty()
+
+    def add_local_folder(self, path: Path) -> None:
+        self._local_folders.add(path)
+        self._dirty()
+
+    def remove_local_folder(self, path: Path) -> None:
+        self._local_folders.discard(path)
+        self._dirty()
+
+    def is_local_folder(self, path: Path) -> bool:
+        return path in self._local_folders
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def record(self, file_id: str) -> RemoteFile | None:
+        """The last known record (fresh or not)."""
+        return self._files.get(file_id)
+
+    def records(self) -> Iterable[RemoteFile]:
+        return self._files.values()
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    async def fresh_record(self, file_id: str) -> RemoteFile | None:
+        """The record, refreshed by one retrieve if its attributes expired; None if gone."""
+        rf = self._files.get(file_id)
+        if rf is not None and file_id in self._fresh:
+            return rf
+        try:
+            rf = await self._client.retrieve(file_id)
+        except NotFound:
+            self.remove(file_id)
+            return None
+        self.insert(rf)
+        return rf
+
+    def layout(self) -> names.Layout:
+        if self._layout is None:
+            extra = set(self._local_folders)
+            extra.update(p[:-1] for p in self._local_files if len(p) > 1)
+            self._layout = names.layout(self._files.values(), extra_folders=extra)
+        return self._layout
+
+    def tree(self) -> dict[Path, dict[str, Key]]:
+        """folder path -> {name: key}, the whole namespace (rebuilt after a change)."""
+        if self._tree is None:
+            lay = self.layout()
+            tree: dict[Path, dict[str, Key]] = {(): {}}
+            for folder in sorted(lay.folders, key=len):
+                tree.setdefault(folder, {})
+                tree.setdefault(folder[:-1], {})[folder[-1]] = DirKey(folder)
+            for path, file_id in lay.by_path.items():
+                tree[path[:-1]][path[-1]] = FileKey(file_id)
+            for path, serial in self._local_files.items():
+                parent = tree.get(path[:-1])
+                existing = None if parent is None else parent.get(path[-1])
+                if parent is None or isinstance(existing, DirKey):
+                    continue  # its folder vanished, or a folder took the name: keep the folder
+                parent[path[-1]] = LocalKey(serial)
+            self._tree = tree
+        return self._tree
+
+    def display_path(self, file_id: str) -> Path | None:
+        return self.layout().files.get(file_id)
+
+    def child(self, parent: Path, name: str) -> Key | None:
+        """From what is in memory, no request."""
+        kids = self.tree().get(parent)
+        return None if kids is None else kids.get(name)
+
+    async def lookup(self, parent: Path, name: str) -> Key | None:
+        """A name in a folder; a miss on a stale listing re-lists once first."""
+        key = self.child(parent, name)
+        if key is not None or self.is_fresh() or (parent, name) in self._negative:
+            return key
+        await self.ensure_fresh()
+        key = self.child(parent, name)
+        if key is None:
+            self._negative[(parent, name)] = True
+        return key
+
+    def children(self, folder: Path) -> list[tuple[str, Key]] | None:
+        """The entries of a folder sorted by name (None: not a folder)."""
+        kids = self.tree().get(folder)
+        if kids is None:
+            return None
+        return sorted(kids.items())
+
+    def is_folder(self, path: Path) -> bool:
+        return path in self.tree()

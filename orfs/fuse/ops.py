@@ -1,0 +1,253 @@
+"""The thin pyfuse3 adapter: every handler calls the core, converts, maps errors.
+
+One shape per handler (the `handler` decorator): one DEBUG line, the call, and any
+exception turned into a `FUSEError` through `errno_table.errno_for`. An exception that
+is neither a core nor an API error is a bug: logged with its traceback, answered EIO
+(any non-FUSEError exception would kill the mount). `forget` never raises.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import pyfuse3
+
+from orfs.api.errors import ApiError
+from orfs.core.errors import CoreError, NoEntry, Unsupported
+from orfs.core.fs import Attributes, Filesystem
+from orfs.fuse.errno_table import errno_for
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fmt(args: Sequence[object]) -> str:
+    out = []
+    for a in args:
+        if isinstance(a, bytes):
+            out.append(repr(a) if len(a) <= 64 else f"<{len(a)} bytes>")
+        elif isinstance(a, (int, str, float, list, tuple)) or a is None:
+            out.append(repr(a))
+    return ", ".join(out)
+
+
+def handler(fn: Callable[Concatenate[Operations, P], Coroutine[Any, Any, R]]
+            ) -> Callable[Concatenate[Operations, P], Coroutine[Any, Any, R]]:
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    async def wrapper(self: Operations, *args: P.args, **kwargs: P.kwargs) -> R:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s(%s)", name, _fmt(args))
+        try:
+            return await fn(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except (CoreError, ApiError) as exc:
+            code = errno_for(exc)
+            log.debug("%s -> %s: %s", name, errno.errorcode.get(code, code), exc)
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:
+            log.exception("%s%s failed unexpectedly; answering EIO", name, args[:2])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _name(raw: bytes) -> str:
+    # Names under the mount are UTF-8; anything else cannot exist here.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NoEntry(repr(raw)) from None
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(self, fs: Filesystem, *, kernel_ttl: float = 1.0) -> None:
+        super().__init__()
+        self.fs = fs
+        self._ttl = kernel_ttl
+
+    def _entry(self, a: Attributes) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = a.ino
+        e.generation = 0
+        e.entry_timeout = self._ttl
+        e.attr_timeout = self._ttl
+        e.st_mode = a.mode
+        e.st_nlink = a.nlink
+        e.st_uid = a.uid
+        e.st_gid = a.gid
+        e.st_rdev = 0
+        e.st_size = a.size
+        e.st_blksize = 4096
+        e.st_blocks = a.blocks
+        e.st_atime_ns = a.atime_ns
+        e.st_mtime_ns = a.mtime_ns
+        e.st_ctime_ns = a.ctime_ns
+        return e
+
+    @handler
+    async def lookup(self, parent_inode: int, name: bytes,
+                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.fs.lookup(parent_inode, _name(name)))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        try:
+            log.debug("forget(%d inodes)", len(inode_list))
+            self.fs.forget(list(inode_list))
+        except Exception:
+            log.exception("forget failed (ignored)")
+
+    @handler
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.fs.getattr(inode))
+
+    @handler
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        log.debug("setattr fields: size=%s mode=%s atime=%s mtime=%s uid=%s gid=%s",
+                  fields.update_size, fields.update_mode, fields.update_atime,
+                  fields.update_mtime, fields.update_uid, fields.update_gid)
+        a = await self.fs.setattr(
+            inode,
+            size=attr.st_size if fields.update_size else None,
+            mode=attr.st_mode if fields.update_mode else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            fh=fh)  # uid/gid (chown) are accepted and ignored
+        return self._entry(a)
+
+    @handler
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        raise pyfuse3.FUSEError(errno.EINVAL)  # there are no symlinks here
+
+    @handler
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    @handler
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.fs.mkdir(parent_inode, _name(name), mode))
+
+    @handler
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.fs.unlink(parent_inode, _name(name))
+
+    @handler
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await self.fs.rmdir(parent_inode, _name(name))
+
+    @handler
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    @handler
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        await self.fs.rename(parent_inode_old, _name(name_old), parent_inode_new,
+                             _name(name_new), flags)
+
+    @handler
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    @handler
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        fh = await self.fs.open(inode, flags)
+        # Content behind an id never changes: keep the kernel's page cache between opens.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
+
+    @handler
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.fs.read(fh, off, size)
+
+    @handler
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return await self.fs.write(fh, off, buf)
+
+    @handler
+    async def flush(self, fh: int) -> None:
+        await self.fs.flush(fh)
+
+    @handler
+    async def release(self, fh: int) -> None:
+        await self.fs.release(fh)
+
+    @handler
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.fs.fsync(fh)
+
+    @handler
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        return await self.fs.opendir(inode)
+
+    @handler
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        for next_id, name, attrs in self.fs.readdir(fh, start_id):
+            if not pyfuse3.readdir_reply(token, name.encode(), self._entry(attrs), next_id):
+                break
+            self.fs.remember(attrs.ino)  # readdirplus: the kernel took a reference
+
+    @handler
+    async def releasedir(self, fh: int) -> None:
+        self.fs.releasedir(fh)
+
+    @handler
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        pass
+
+    @handler
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = self.fs.statfs()
+        d = pyfuse3.StatvfsData()
+        d.f_bsize = s.bsize
+        d.f_frsize = s.frsize
+        d.f_blocks = s.blocks
+        d.f_bfree = s.bfree
+        d.f_bavail = s.bavail
+        d.f_files = s.files + s.ffree
+        d.f_ffree = s.ffree
+        d.f_favail = s.ffree
+        d.f_namemax = s.namemax
+        return d
+
+    @handler
+    async def setxattr(self, inode: int, name: bytes, value: bytes,
+                       ctx: pyfuse3.RequestContext) -> None:
+        # No stored xattrs: ENOTSUP, which cp -p / cp -a / rsync -X tolerate.
+        raise Unsupported(f"setxattr {name!r}")
+
+    @handler
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self.fs.getxattr(inode, name.decode("utf-8", "replace"))
+
+    @handler
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return [n.encode() for n in await self.fs.listxattr(inode)]
+
+    @handler
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise Unsupported(f"removexattr {name!r}")
+
+    @handler
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext
+                     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        fh, attrs = await self.fs.create(parent_inode, _name(name),
+                                         mode & ~ctx.umask, flags)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False), self._entry(attrs)
