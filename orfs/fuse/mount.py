@@ -29,6 +29,7 @@ from orfs.core.content import ContentCache
 from orfs.core.fs import Filesystem
 from orfs.core.state import State, make_private_dir
 from orfs.fuse.ops import Operations
+from orfs.notify import notify_ready, notify_stopping
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
         state = State(root)
         content = ContentCache(root, config.cache_max_size, client, state)
         info = {"mountpoint": str(mountpoint), "api_base": config.api_base,
-                "workspace": config.workspace, "provider": config.provider}
+                "workspace": config.workspace, "provider": config.provider,
+                "pid": os.getpid()}  # after the fork: the serving process
         fs = Filesystem(client, content, state, staging_dir=root / "staging",
                         dir_cache_ttl=config.dir_cache_ttl, read_only=config.read_only,
                         info=info)
@@ -122,14 +124,13 @@ async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
             options.add("allow_other")
         if config.read_only:
             options.add("ro")
-        if config.debug:
-            options.add("debug")
         try:
             pyfuse3.init(ops, str(mountpoint), options)
         except Exception as exc:
             raise MountError(f"cannot mount on {mountpoint}: {exc}") from None
         log.info("mounted %s on %s (workspace %s)", config.api_base, mountpoint,
                  config.workspace or "default")
+        notify_ready(f"mounted {mountpoint}")  # systemd Type=notify; no-op elsewhere
         if notify_fd is not None:
             os.write(notify_fd, b"ok")
             os.close(notify_fd)
@@ -173,6 +174,7 @@ async def _watch_signals(fs: Filesystem) -> None:
                 fs.drop_listing()
                 continue
             log.info("signal %d: finishing uploads, then unmounting", signum)
+            notify_stopping()
             await fs.wait_uploads()
             pyfuse3.terminate()
             return

@@ -31,7 +31,8 @@ def _fmt(args: Sequence[object]) -> str:
     out = []
     for a in args:
         if isinstance(a, bytes):
-            out.append(repr(a) if len(a) <= 64 else f"<{len(a)} bytes>")
+            # Names and xattr names; file data never reaches here (see `handler`).
+            out.append(repr(a) if len(a) <= 255 else f"<{len(a)} bytes>")
         elif isinstance(a, (int, str, float, list, tuple)) or a is None:
             out.append(repr(a))
     return ", ".join(out)
@@ -44,7 +45,10 @@ def handler(fn: Callable[Concatenate[Operations, P], Coroutine[Any, Any, R]]
     @functools.wraps(fn)
     async def wrapper(self: Operations, *args: P.args, **kwargs: P.kwargs) -> R:
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s(%s)", name, _fmt(args))
+            if name == "write":  # never log file data, only its length
+                log.debug("write(%s, <%d bytes>)", _fmt(args[:2]), len(args[2]))  # type: ignore[arg-type]
+            else:
+                log.debug("%s(%s)", name, _fmt(args))
         try:
             return await fn(self, *args, **kwargs)
         except pyfuse3.FUSEError:
