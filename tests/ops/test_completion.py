@@ -7,8 +7,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from .conftest import ORFS, run
 
 
@@ -92,10 +90,8 @@ def test_zsh_script_structure(tmp_path: Path) -> None:
 
 def _zsh() -> str:
     zsh = shutil.which("zsh")
-    if zsh is None:
-        # zsh is optional (scripts/setup does not install it); the structure test above
-        # runs everywhere.
-        pytest.skip("zsh is not installed (optional: apt-get install zsh)")
+    # scripts/setup installs zsh, so a missing one is a broken setup, not a skip.
+    assert zsh is not None, "zsh is not installed: run ./scripts/setup"
     return zsh
 
 
