@@ -13,8 +13,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from orfs import cli
 
 from .conftest import ORFS
@@ -94,8 +92,7 @@ def test_the_mountpoint_is_created_first() -> None:
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+    assert analyze is not None, "systemd-analyze is missing: run ./scripts/setup"
     home = tmp_path / "home"
     (home / ".local" / "bin").mkdir(parents=True)
     (home / ".local" / "bin" / "orfs").symlink_to(ORFS)
