@@ -72,7 +72,8 @@ class FilesClient:
                  transport: httpx.AsyncBaseTransport | None = None,
                  retry: RetryPolicy | None = None, timeout: float = 30.0,
                  chunked_upload: bool = True, title: str | None = "orfs",
-                 referer: str | None = None) -> None:
+                 referer: str | None = None, read_retry: RetryPolicy | None = None,
+                 ) -> None:
         key = api_key.reveal() if isinstance(api_key, ApiKey) else api_key
         # A key with spaces, control or non-ASCII characters cannot be a header value;
         # say so without quoting it.
@@ -106,6 +107,9 @@ class FilesClient:
             timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout),
                                   pool=CONNECT_TIMEOUT))
         self._retry = retry or RetryPolicy()
+        # Lists, retrieves, deletes and download opens: someone waits at a prompt. The
+        # mount passes retry.INTERACTIVE_RETRY (a shorter budget and a hard deadline).
+        self._read_retry = read_retry or self._retry
         self._counts: collections.Counter[str] = collections.Counter()
 
     def __repr__(self) -> str:
@@ -196,8 +200,8 @@ class FilesClient:
         async def attempt() -> object:
             request, response, t0 = await self._send(op, method, url, params=params)
             return await self._read_json(request, response, t0)
-        return await self._retry.run(attempt, f"{method} {httpx.URL(url).path}",
-                                     idempotent=True, on_retry=self._count_retry)
+        return await self._read_retry.run(attempt, f"{method} {httpx.URL(url).path}",
+                                          idempotent=True, on_retry=self._count_retry)
 
     # -- operations --------------------------------------------------------------
 
@@ -267,8 +271,8 @@ class FilesClient:
         if offset < 0:
             raise ValueError("offset must be >= 0")
         d = Download(self, file_id, offset)
-        await self._retry.run(lambda: d._open(offset), f"GET {httpx.URL(d.url).path}",
-                              idempotent=True, on_retry=self._count_retry)
+        await self._read_retry.run(lambda: d._open(offset), f"GET {httpx.URL(d.url).path}",
+                                   idempotent=True, on_retry=self._count_retry)
         try:
             yield d
         finally:
@@ -400,7 +404,8 @@ class Download:
             # Outside the except block, so nothing chains to the httpx exception.
             await self._close()
             if state is None:
-                state = client._retry.start(what, idempotent=True, on_retry=client._count_retry)
+                state = client._read_retry.start(what, idempotent=True,
+                                                 on_retry=client._count_retry)
             while True:
                 await state.backoff_or_raise(failure)
                 try:

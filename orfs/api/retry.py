@@ -48,8 +48,8 @@ import trio
 
 from orfs.api.errors import ApiError, HttpStatusError, ProtocolError, Unreachable
 
-__all__ = ["IDEMPOTENT_RETRY_STATUSES", "UPLOAD_RETRY_STATUSES", "RetryPolicy", "RetryState",
-           "is_retryable", "parse_retry_after", "upload_may_have_applied"]
+__all__ = ["IDEMPOTENT_RETRY_STATUSES", "INTERACTIVE_RETRY", "UPLOAD_RETRY_STATUSES",
+           "RetryPolicy", "RetryState", "is_retryable", "parse_retry_after", "upload_may_have_applied"]
 
 log = logging.getLogger("orfs.api")
 
@@ -121,6 +121,10 @@ class RetryPolicy:
     sleep: Callable[[float], Awaitable[None]] = trio.sleep
     clock: Callable[[], float] = time.monotonic
     random: Callable[[], float] = random.random
+    # A hard limit on the whole operation, attempts included (None: none). A server that
+    # accepts connections and then says nothing would otherwise hold every attempt for
+    # the client's read timeout; with a deadline the caller gets `Unreachable` in time.
+    deadline: float | None = None
 
     def backoff(self, retry_number: int) -> float:
         """Full-jitter backoff before retry `retry_number` (0 for the first retry)."""
@@ -135,11 +139,27 @@ class RetryPolicy:
                   on_retry: Callable[[], None] | None = None) -> T:
         """Call `attempt` until it succeeds, or raise the error that ends the retrying."""
         state = self.start(what, idempotent=idempotent, on_retry=on_retry)
-        while True:
-            try:
-                return await attempt()
-            except ApiError as exc:
-                await state.backoff_or_raise(exc)
+        if self.deadline is None:
+            while True:
+                try:
+                    return await attempt()
+                except ApiError as exc:
+                    await state.backoff_or_raise(exc)
+        with trio.move_on_after(self.deadline):
+            while True:
+                try:
+                    return await attempt()
+                except ApiError as exc:
+                    await state.backoff_or_raise(exc)
+        log.warning("%s: no answer within %.0f s (%d attempts); giving up",
+                    what, self.deadline, state.attempts + 1)
+        raise Unreachable(f"{what}: no answer within {self.deadline:.0f} s")
+
+
+# Reads, listings and deletes answer a person waiting at a prompt (`ls`, `cat`, `rm`):
+# give up sooner than an upload would. Worst case: 10 s of retries, and 20 s in all
+# even when every attempt hangs until its timeout (see docs/RELIABILITY.md).
+INTERACTIVE_RETRY = RetryPolicy(total=10.0, deadline=20.0)
 
 
 class RetryState:

@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Protocol
 
 import trio
+from cachetools import TTLCache
 
 from orfs.api.errors import ApiError, Forbidden, NotFound, Unauthorized
 from orfs.api.models import RemoteFile
+from orfs.api.retry import upload_may_have_applied
 from orfs.api.upload import UploadBody, UploadSizeMismatch
 from orfs.config import MAX_FILE_SIZE
 from orfs.core import names
@@ -52,6 +54,7 @@ from orfs.core.errors import (
     NotPermitted,
     ReadOnly,
 )
+from orfs.core.landed import MAX_ROUNDS, ROUNDS_TIME, Attempt, find_landed
 from orfs.core.inodes import (
     ByIdKey,
     DirKey,
@@ -63,8 +66,10 @@ from orfs.core.inodes import (
     LocalKey,
 )
 from orfs.core.namespace import Namespace
+from orfs.core.replace import copy_cached, copy_fd, looks_temporary
 from orfs.core.state import JournalEntry, State, make_private_dir
-from orfs.core.writes import LocalFile, upload_error
+from orfs.core.streaming import UploadStreams
+from orfs.core.writes import LocalFile, LocalState, upload_error
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,8 @@ RENAME_NOREPLACE = 1            # linux/fs.h
 RENAME_EXCHANGE = 2
 _XATTR_PREFIX = "user.openrouter."
 STATUS_XATTR = "user.orfs.status"
+INTERRUPTED = ("the mount stopped while this file was being written; its bytes are kept "
+               "here but not uploaded (write and close it again to upload it)")
 
 
 class FilesApi(Protocol):
@@ -174,7 +181,8 @@ class Filesystem:
     def __init__(self, client: FilesApi, content: ContentCache, state: State, *,
                  staging_dir: Path, dir_cache_ttl: float = 10.0, read_only: bool = False,
                  info: Mapping[str, object] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 stream_uploads: bool = True, temp_grace: float = 2.0) -> None:
         self._client = client
         self._content = content
         self._state = state
@@ -183,6 +191,10 @@ class Filesystem:
         self.read_only = read_only
         self._info = dict(info or {})
         self.ns = Namespace(client, ttl=dir_cache_ttl, clock=clock)
+        # Streamed uploads of sequential writers (issue 5); run by `streams.run`.
+        self.streams = UploadStreams(lambda name, body: self._client.upload(name, body),
+                                     lambda lf: self._raw(lf.path), enabled=stream_uploads,
+                                     allowed=self._may_stream)
         self.inodes = InodeTable()
         self._uid = os.getuid()
         self._gid = os.getgid()
@@ -193,6 +205,16 @@ class Filesystem:
         self._handles: dict[int, _ReadHandle | _LocalHandle | _DirHandle] = {}
         self._next_fh = 1
         self._next_serial = 1
+        # Issue 6 (exactly-once uploads, crash recovery; see orfs/core/landed.py):
+        self._sealed: set[int] = set()           # serials whose journal row says closed
+        self._resume_since: dict[str, float] = {}  # journal key -> a crashed upload's start
+        self._own_ids: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=3600)
+        # Issue 4: a closed file with a temporary-looking name waits this long for a
+        # rename before it uploads under its own name (run by `run`; without it, none).
+        self._temp_grace = temp_grace
+        self._nursery: trio.Nursery | None = None
+        self._deferred: dict[int, float] = {}      # serial -> upload-not-before (clock)
+        self._pristine: dict[int, tuple[str, int]] = {}  # serial -> (copied id, generation)
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -390,7 +412,8 @@ class Filesystem:
 
     async def unlink(self, parent: int, name: str) -> None:
         self._writable()
-        self._folder(parent)
+        if not isinstance(self._key(parent), ByIdKey):  # .by-id/<id>: unlink by id
+            self._folder(parent)
         key = await self._resolve(parent, name)
         if key is None:
             raise NoEntry(name)
@@ -445,17 +468,32 @@ class Filesystem:
         old_folder = self._folder(old_parent)
         new_folder = self._folder(new_parent)
         _check_name(new_name)
-        src = await self._resolve(old_parent, old_name)
-        if src is None:
-            raise NoEntry(old_name)
-        dst = await self._resolve(new_parent, new_name)
-        if dst is not None and flags & RENAME_NOREPLACE:
-            raise Exists(new_name)
+        while True:
+            src = await self._resolve(old_parent, old_name)
+            if src is None:
+                raise NoEntry(old_name)
+            dst = await self._resolve(new_parent, new_name)
+            if dst is not None and flags & RENAME_NOREPLACE:
+                raise Exists(new_name)
+            local = self._locals.get(src.serial) if isinstance(src, LocalKey) else None
+            if local is None or local.state != "uploading":
+                break
+            # An upload is in flight: let it end, then look again (the file is then
+            # remote and renamed by re-upload, or failed and renamed for free).
+            async with local.lock:
+                pass
         if dst == src:
             return
         new_path = (*new_folder, new_name)
-        local = self._locals.get(src.serial) if isinstance(src, LocalKey) else None
-        if local is not None and local.replaces is None and local.state != "uploading":
+        old_path = (*old_folder, old_name)
+        if local is not None and self._upload_due(local):
+            # Closed with bytes not uploaded (a temporary name in its grace period):
+            # uploaded now, under the new name, so rename reports its errors.
+            if isinstance(dst, (DirKey, ByIdKey)):
+                raise IsADirectory(new_name)
+            await self._rename_by_upload(local, dst, new_path)
+            return
+        if local is not None and local.replaces is None:
             # A file not uploaded yet: renamed for free, in memory and in the journal.
             if isinstance(dst, (DirKey, ByIdKey)):
                 raise IsADirectory(new_name)
@@ -479,9 +517,279 @@ class Filesystem:
             if ino is not None:
                 self.inodes.rebind(ino, DirKey(new_path))
             return
-        log.info("rename %s -> %s: not supported yet (EPERM)",
-                 "/".join((*old_folder, old_name)), "/".join(new_path))
-        raise NotPermitted("rename of an uploaded file or a folder")
+        if isinstance(src, FileKey):
+            await self._rename_remote(src.id, dst, old_path, new_path)
+            return
+        if isinstance(src, DirKey):
+            why = ("the API has no rename: renaming a folder would mean re-uploading every"
+                   " file under it (only an empty local folder can be renamed)")
+        else:
+            why = ("it is rewriting an uploaded file and has not uploaded yet (empty,"
+                   " failed, or still open for writing)")
+        log.info("rename %s -> %s: EPERM: %s", "/".join(old_path), "/".join(new_path), why)
+        raise NotPermitted(why)
+
+    # ---- rename by re-upload, rewrites, temporary names (issue 4) ------------------------
+
+    def _may_stream(self, local: LocalFile) -> bool:
+        """A temporary name is not streamed: it is held for a rename and uploaded once,
+        under the final name (a stream under the temporary name would be cancelled)."""
+        return self._nursery is None or not looks_temporary(local.path[-1])
+
+    def _open_for_writing(self, local: LocalFile) -> bool:
+        return any(isinstance(h, _LocalHandle) and h.local is local and h.writable
+                   for h in self._handles.values())
+
+    def _upload_due(self, local: LocalFile) -> bool:
+        """Closed (for writing) with bytes no upload has sent: a rename must upload it."""
+        return (local.dirty and local.size > 0 and not local.unlinked and local.remote is None
+                and not self._open_for_writing(local))
+
+    def _not_held(self, what: str, path: tuple[str, ...]) -> NotPermitted:
+        why = "its bytes are not held here and the API does not serve them"
+        log.info("%s %s: EPERM: %s", what, "/".join(path), why)
+        return NotPermitted(why)
+
+    async def _rename_by_upload(self, local: LocalFile, dst: Key | None,
+                                new_path: tuple[str, ...]) -> None:
+        """Upload a closed local file under its new name, then let go of what it replaced.
+        If the upload fails nothing moves: the file stays at its old name (failed)."""
+        old_path, old_replaces = local.path, local.replaces
+        victim = self._locals.get(dst.serial) if isinstance(dst, LocalKey) else None
+        target = dst.id if isinstance(dst, FileKey) else (
+            victim.replaces if victim is not None else None)
+        if local.replaces is None:
+            local.replaces = target  # deleted by the upload, as an O_TRUNC replace would be
+        self._deferred.pop(local.serial, None)
+        local.path = new_path
+        try:
+            await self.upload(local)
+        except CoreError:
+            if local.path == new_path:
+                local.path, local.replaces = old_path, old_replaces
+                self._state.journal_update(local.journal_key, filename=self._raw(old_path),
+                                           replaces=old_replaces)
+            raise
+        self.ns.remove_local_file(old_path, local.serial)
+        if local.remote is None and not local.unlinked:
+            self.ns.add_local_file(new_path, local.serial)  # written meanwhile: local still
+        await self._discard_target(dst, done=target if old_replaces is None else None)
+
+    async def _rename_remote(self, src_id: str, dst: Key | None, old_path: tuple[str, ...],
+                             new_path: tuple[str, ...]) -> None:
+        """An uploaded file: its bytes (held here, or downloaded through the cache) are
+        uploaded under the new name, then the old file and the target are deleted. The
+        inode stays. If the upload fails, nothing changes."""
+        with _api_errors("retrieve"):
+            rf = await self.ns.fresh_record(src_id)
+        if rf is None:
+            raise NoEntry("/".join(old_path))
+        if isinstance(dst, (DirKey, ByIdKey)):
+            raise IsADirectory(new_path[-1])
+        if not self._readable(rf):
+            raise self._not_held(f"rename {'/'.join(old_path)} ->", new_path)
+        ov = self._state.get_override(rf.id)
+        local = await self._stage_copy(rf, new_path, replaces=rf.id)
+        self._seal(local)  # final bytes: after a crash the next mount finishes the rename
+        try:
+            await self.upload(local)
+        except CoreError:
+            self._drop_local(local)
+            raise
+        new = local.remote
+        if new is not None:
+            ino = self.inodes.existing(FileKey(src_id))
+            if ino is not None:
+                self.inodes.rebind(ino, FileKey(new.id))
+            if ov is None or ov.mtime_ns is None:  # mv keeps the modification time
+                self._state.set_override(new.id, mtime_ns=_ns(rf.created_at))
+        await self._discard_target(dst, done=None)
+
+    async def _discard_target(self, dst: Key | None, *, done: str | None) -> None:
+        """What a rename replaced goes: a local file is dropped (with the remote file it
+        was replacing), a remote file deleted (``done``: already deleted). A failed
+        delete is logged, not raised: the rename itself has happened."""
+        doomed: list[str] = []
+        if isinstance(dst, LocalKey):
+            victim = self._locals.get(dst.serial)
+            if victim is not None and not victim.unlinked:
+                if victim.replaces is not None:
+                    doomed.append(victim.replaces)
+                self._drop_local(victim)
+        elif isinstance(dst, FileKey):
+            attached = self._attached.pop(dst.id, None)
+            if attached is not None:
+                attached.unlinked = True
+                _unlink_quietly(attached.staged)
+            doomed.append(dst.id)
+        for file_id in doomed:
+            if file_id == done:
+                continue
+            try:
+                await self._delete_remote(file_id)
+            except CoreError as exc:
+                log.warning("renamed over %s but could not delete it: %s", file_id,
+                            exc.message)
+                self._state.record_error(f"delete of replaced {file_id}: {exc.message}")
+
+    async def _stage_copy(self, rf: RemoteFile, path: tuple[str, ...],
+                          replaces: str | None) -> LocalFile:
+        """A new local file, not yet visible, holding a copy of rf's bytes: from its
+        staged file if it is still open after its upload, else through the content cache
+        (downloading it if needed), streamed in bounded chunks."""
+        ov = self._state.get_override(rf.id)
+        mode = ov.mode if ov is not None and ov.mode is not None else 0o644
+        local = self._new_local(path, mode, replaces=replaces, visible=False)
+        local.mode_set = False  # rf's override moves to the new id at upload
+        attached = self._attached.get(rf.id)
+        try:
+            if attached is not None and attached.fd >= 0:
+                size = await copy_fd(attached.fd, local.fd, attached.size)
+            else:
+                try:
+                    cache = await self._content.open(rf)
+                    try:
+                        size = await copy_cached(cache, local.fd)
+                    finally:
+                        cache.close()
+                except ContentUnavailable as exc:
+                    raise (AccessDenied if exc.not_downloadable else IOFailure)(
+                        exc.reason) from exc
+        except BaseException:
+            self._drop_local(local)
+            raise
+        local.size = size
+        self._touch(local)
+        self.streams.resized(local, size)  # not a sequential writer: uploads from staging
+        return local
+
+    async def _open_rewrite(self, inode: Inode, rf: RemoteFile, flags: int) -> FileHandle:
+        """Open an uploaded file for writing without O_TRUNC (``>>``, ``r+``, in-place
+        edits): its bytes are copied into staging, the writes land there, and the flush
+        uploads it and deletes the old file. Never written: dropped at the last close."""
+        path = self.ns.display_path(rf.id)
+        if path is None:
+            raise NotPermitted("write through .by-id")
+        if not self._readable(rf):
+            raise self._not_held("open for writing", path)
+        local = await self._stage_copy(rf, path, replaces=rf.id)
+        if (self.inodes.key_of(inode) != FileKey(rf.id) or self.ns.record(rf.id) is None
+                or self.ns.display_path(rf.id) != path):
+            # Another open, a rename or an unlink won while we copied: decide again.
+            self._drop_local(local)
+            return await self.open(inode, flags)
+        local.dirty = False  # a copy: nothing to upload until something is written
+        self._pristine[local.serial] = (rf.id, local.generation)
+        self.ns.add_local_file(path, local.serial)
+        self.inodes.rebind(inode, LocalKey(local.serial))
+        return self._open_local(inode, local, flags)
+
+    def _revert_pristine(self, local: LocalFile) -> bool:
+        """At the last close of a rewrite copy that was never written: drop the copy and
+        show the remote file again (no request)."""
+        entry = self._pristine.pop(local.serial, None)
+        if entry is None:
+            return False
+        file_id, gen = entry
+        if (local.generation != gen or local.dirty or local.unlinked
+                or local.remote is not None or local.state != "pending"):
+            return False
+        ino = self.inodes.existing(LocalKey(local.serial))
+        self._drop_local(local)
+        if ino is not None and self.ns.record(file_id) is not None:
+            self.inodes.rebind(ino, FileKey(file_id))
+        return True
+
+    async def _truncate_remote(self, inode: Inode, rf: RemoteFile, size: int) -> None:
+        """truncate of an uploaded file: to 0, a new empty local file takes its place
+        (like O_TRUNC, no request); otherwise a copy is resized and uploaded now, and
+        the old file deleted. Unreadable bytes: EPERM."""
+        path = self.ns.display_path(rf.id)
+        if path is None:
+            raise NotPermitted("truncate through .by-id")
+        if size > MAX_FILE_SIZE:
+            raise FileTooBig(f"{size} bytes is past the upload limit")
+        if size == 0:
+            ov = self._state.get_override(rf.id)
+            mode = ov.mode if ov is not None and ov.mode is not None else 0o644
+            local = self._new_local(path, mode, replaces=rf.id)
+            local.mode_set = False
+            self.inodes.rebind(inode, LocalKey(local.serial))
+            return
+        if not self._readable(rf):
+            raise self._not_held("truncate", path)
+        local = await self._stage_copy(rf, path, replaces=rf.id)
+        self._resize(local, size)
+        self._seal(local)
+        try:
+            await self.upload(local)
+        except CoreError:
+            self._drop_local(local)
+            raise
+        if local.remote is not None:
+            self.inodes.rebind(inode, FileKey(local.remote.id))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Own the held uploads of temporary names until cancelled. Without it running,
+        nothing is held: every flush uploads. At unmount, held files stay journaled and
+        the next mount uploads them (SIGTERM uploads them first: `upload_held`)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    def _defer(self, local: LocalFile) -> bool:
+        """At flush/fsync: hold the upload of a temporary-looking name for temp_grace
+        seconds, so a rename in that time uploads it once, under the final name."""
+        if (self._nursery is None or self._temp_grace <= 0 or not local.dirty
+                or local.size == 0 or local.unlinked or local.remote is not None
+                or not looks_temporary(local.path[-1])):
+            return False
+        first = local.serial not in self._deferred
+        self._deferred[local.serial] = trio.current_time() + self._temp_grace
+        if first:
+            self._nursery.start_soon(self._upload_later, local)
+        return True
+
+    async def _upload_later(self, local: LocalFile) -> None:
+        """The grace period of a held file ran out: upload it under its own name (errors
+        go to the log, the xattrs and the status, as nobody waits for them)."""
+        try:
+            while True:
+                due = self._deferred.get(local.serial)
+                if due is None:
+                    return  # renamed (and so uploaded), or uploaded by upload_held
+                if trio.current_time() >= due:
+                    break
+                await trio.sleep_until(due)
+            del self._deferred[local.serial]
+            if local.unlinked or self._open_for_writing(local):
+                return  # removed; or written again: its next flush decides
+            log.info("%s was not renamed within %.1f s: uploading it under its own name",
+                     "/".join(local.path), self._temp_grace)
+            await self.upload(local)
+        except CoreError as exc:
+            log.warning("held upload of %s failed: %s", "/".join(local.path), exc.message)
+        except Exception:
+            log.exception("held upload of %s failed unexpectedly", "/".join(local.path))
+
+    async def upload_held(self) -> None:
+        """Upload every held file now (before unmounting); errors are logged."""
+        while self._deferred:
+            serial = next(iter(self._deferred))
+            del self._deferred[serial]
+            local = self._locals.get(serial)
+            if local is None:
+                continue
+            try:
+                await self.upload(local)
+            except CoreError as exc:
+                log.warning("held upload of %s failed: %s", "/".join(local.path),
+                            exc.message)
 
     # ---- files -------------------------------------------------------------------------
 
@@ -489,7 +797,8 @@ class Filesystem:
     def _raw(path: tuple[str, ...]) -> str:
         return names.raw_filename(path[:-1], path[-1])
 
-    def _new_local(self, path: tuple[str, ...], mode: int, replaces: str | None) -> LocalFile:
+    def _new_local(self, path: tuple[str, ...], mode: int, replaces: str | None,
+                   *, visible: bool = True) -> LocalFile:
         serial = self._next_serial
         self._next_serial += 1
         staged = self._staging / f"{serial}-{secrets.token_hex(8)}"
@@ -504,7 +813,9 @@ class Filesystem:
             state="pending", replaces=replaces, created=time.time(),
             mode=perm if local.mode_set else None))
         self._locals[serial] = local
-        self.ns.add_local_file(path, serial)
+        if visible:  # invisible: a staging copy shown only once its upload succeeded
+            self.ns.add_local_file(path, serial)
+        local.write_mode = "fresh"  # created empty: a sequential writer may stream it
         return local
 
     def _open_local(self, ino: Inode, local: LocalFile, flags: int) -> FileHandle:
@@ -554,8 +865,7 @@ class Filesystem:
             raise NoEntry(key.id)
         if writable:
             if not flags & os.O_TRUNC:
-                # Issue 4: copy readable bytes into staging. Until then, say no.
-                raise NotPermitted("writing into an uploaded file needs O_TRUNC for now")
+                return await self._open_rewrite(inode, rf, flags)  # >>, r+, in place
             path = self.ns.display_path(rf.id)
             if path is None:
                 raise NotPermitted("write through .by-id")
@@ -567,6 +877,10 @@ class Filesystem:
             return self._open_local(inode, local, flags)
         if not self._readable(rf):
             raise AccessDenied(f"{rf.filename}: the API does not serve uploaded files")
+        if self.ns.api_down() and not self._content.is_cached(rf.id):
+            # Known down (docs/RELIABILITY.md): fail now, not after a download's retries.
+            raise IOFailure(f"{rf.filename}: the API is not answering and its bytes are "
+                            "not cached")
         try:
             cache = await self._content.open(rf)
         except ContentUnavailable as exc:
@@ -595,6 +909,7 @@ class Filesystem:
         if end > MAX_FILE_SIZE:
             # The writer has failed: do not upload what it left (a truncated file).
             message = f"a write past the {MAX_FILE_SIZE} byte upload limit"
+            self.streams.abandon(local, "a write past the upload limit")
             if local.remote is None:
                 local.dirty = False
                 local.state = "failed"
@@ -607,12 +922,16 @@ class Filesystem:
         os.pwrite(local.fd, data, offset)
         local.size = max(local.size, end)
         self._touch(local)
+        self.streams.wrote(local, offset, end)
         return len(data)
 
     def _touch(self, local: LocalFile) -> None:
         local.dirty = True
         local.generation += 1
         local.modified_ns = time.time_ns()
+        if local.serial in self._sealed:  # written after a close: not final any more
+            self._sealed.discard(local.serial)
+            self._state.journal_update(local.journal_key, closed=None)
         if local.state == "failed":
             local.state = "pending"
             local.error = None
@@ -626,6 +945,7 @@ class Filesystem:
         os.ftruncate(local.fd, size)
         local.size = size
         self._touch(local)
+        self.streams.resized(local, size)
 
     def _reopen(self, local: LocalFile) -> None:
         """A write after an upload on a still-open file: local again, replacing it."""
@@ -648,9 +968,18 @@ class Filesystem:
         """close(): upload a changed, non-empty file and wait, so errors reach close()."""
         handle = self._handles.get(fh)
         if isinstance(handle, _LocalHandle):
+            if handle.writable:
+                self._seal(handle.local)  # issue 6: after a crash, closed files upload
+            if self._defer(handle.local):
+                return  # a temporary name: held for a rename (issue 4)
             await self.upload(handle.local)
 
     async def fsync(self, fh: int) -> None:
+        handle = self._handles.get(fh)
+        if isinstance(handle, _LocalHandle) and self._defer(handle.local):
+            # A temporary name: durable here (staged + journaled), uploaded after a rename.
+            await trio.to_thread.run_sync(os.fsync, handle.local.fd)
+            return
         await self.flush(fh)
 
     async def release(self, fh: int) -> None:
@@ -661,7 +990,9 @@ class Filesystem:
             local = handle.local
             local.handles -= 1
             if local.handles <= 0:
-                if local.unlinked:
+                if self._revert_pristine(local):
+                    pass  # opened for writing, never written: the remote file stays
+                elif local.unlinked:
                     local.close_fd()
                     self._locals.pop(local.serial, None)
                 elif local.remote is not None:
@@ -682,7 +1013,7 @@ class Filesystem:
                                        replaces=local.replaces)
             body = UploadBody.from_path(local.staged, size=local.size)
             try:
-                rf = await self._client.upload(raw, body)
+                rf = await self._upload_exactly_once(local, raw, body)
             except (ApiError, UploadSizeMismatch) as exc:
                 message = exc.message if isinstance(exc, ApiError) else str(exc)
                 local.state = "failed"
@@ -703,6 +1034,97 @@ class Filesystem:
                     log.warning("uploaded %s but could not delete the file it replaces (%s):"
                                 " %s", raw, old, exc.message)
                     self._state.record_error(f"delete of replaced {old}: {exc.message}")
+
+    async def _send_upload(self, local: LocalFile, raw: str, body: UploadBody) -> RemoteFile:
+        """The upload request: the answer to the file's streamed upload when one carries
+        exactly its bytes under this name (sealed now), else `body` sent now. Raises
+        what `client.upload` raises."""
+        stream = self.streams.take(local, raw)
+        if stream is not None:
+            rf = await stream.outcome()
+            if rf is not None:
+                return rf
+            log.info("streamed upload of %s failed before its end; uploading it again", raw)
+        return await self._client.upload(raw, body)
+
+    # ---- exactly-once uploads and crash recovery (issue 6) -----------------------------
+
+    def _seal(self, local: LocalFile) -> None:
+        """A writer closed (flushed) the file: its staged bytes are final until the next
+        write, so after a crash they may be uploaded (journal ``closed``)."""
+        if local.serial not in self._sealed and not local.unlinked:
+            self._sealed.add(local.serial)
+            self._state.journal_update(local.journal_key, closed=time.time())
+
+    async def _upload_exactly_once(self, local: LocalFile, raw: str,
+                                   body: UploadBody) -> RemoteFile:
+        """Send the upload; after a failure that may have been applied (500, timeout,
+        unreadable answer), look for the file it made before sending again, and adopt
+        it if there (orfs/core/landed.py). Bounded: MAX_ROUNDS rounds, none started
+        after ROUNDS_TIME seconds. Raises the first round's error when it gives up."""
+        size = local.size
+        resumed = self._resume_since.pop(local.journal_key, None)
+        if resumed is not None:
+            # A previous mount died during this upload: it may have landed.
+            attempt = Attempt(raw, size, resumed)
+        else:
+            # A stream started at the first writes, before this flush.
+            since = local.created_ns / 1e9 if local.stream is not None else time.time()
+            attempt = Attempt(raw, size, since, frozenset(
+                rf.id for rf in self.ns.records() if rf.filename == raw and rf.size == size))
+        self._state.journal_update(local.journal_key, attempted=attempt.since)
+        if resumed is not None:
+            found = await find_landed(self._client, attempt, self._not_ours(local))
+            if found is not None:
+                log.warning("the upload of %s interrupted by the last stop had landed as %s; "
+                            "adopting it (not sending it again)", raw, found.id)
+                self._own_ids[found.id] = True
+                return found
+            log.info("the upload of %s interrupted by the last stop had not landed; "
+                     "sending it", raw)
+        started = time.monotonic()
+        first: ApiError | None = None
+        for round_ in range(1, MAX_ROUNDS + 1):
+            try:
+                if round_ == 1:
+                    rf = await self._send_upload(local, raw, body)
+                else:
+                    rf = await self._client.upload(raw, body)
+            except ApiError as exc:
+                if not upload_may_have_applied(exc):
+                    raise
+                first = first or exc
+                log.warning("upload of %s may have been applied (%s): looking for it before "
+                            "sending it again (round %d)", raw, exc, round_)
+            else:
+                self._own_ids[rf.id] = True
+                return rf
+            try:
+                found = await find_landed(self._client, attempt, self._not_ours(local))
+            except ApiError as exc:
+                log.warning("cannot tell whether the upload of %s landed (listing failed: %s);"
+                            " not sending it again", raw, exc)
+                raise first from None
+            if found is not None:
+                log.warning("upload of %s had landed as %s despite the error; adopting it",
+                            raw, found.id)
+                self._own_ids[found.id] = True
+                return found
+            if round_ == MAX_ROUNDS or time.monotonic() - started > ROUNDS_TIME:
+                break
+            log.info("upload of %s did not land; sending it again", raw)
+        assert first is not None
+        log.warning("upload of %s: giving up after %d rounds in %.0f s", raw, round_,
+                    time.monotonic() - started)
+        raise first
+
+    def _not_ours(self, local: LocalFile) -> set[str]:
+        """Ids an upload of `local` cannot have made: the file it replaces, and the
+        results of this mount's other uploads (taken at each check)."""
+        out: set[str] = set(self._own_ids.keys())
+        if local.replaces is not None:
+            out.add(local.replaces)
+        return out
 
     def _uploaded(self, local: LocalFile, rf: RemoteFile, raw: str, gen: int) -> None:
         """Bind the local file to its new id. Synchronous: one atomic step."""
@@ -786,7 +1208,9 @@ class Filesystem:
         if rf is None:
             raise NoEntry(key.id)
         if size is not None and size != rf.size:
-            raise NotPermitted("changing the size of an uploaded file is not supported yet")
+            await self._truncate_remote(inode, rf, size)  # a rewrite (issue 4)
+            return await self.setattr(ino, mode=mode, atime_ns=atime_ns, mtime_ns=mtime_ns,
+                                      fh=fh)
         if mode is not None or mtime_ns is not None or atime_ns is not None:
             self._state.set_override(rf.id, mode=None if mode is None else mode & 0o7777,
                                      mtime_ns=mtime_ns, atime_ns=atime_ns)
@@ -858,17 +1282,28 @@ class Filesystem:
     def drop_listing(self) -> None:
         self.ns.invalidate()
 
+    def uploads_in_flight(self) -> int:
+        return sum(1 for lf in self._locals.values()
+                   if lf.state == "uploading" and not lf.unlinked)
+
     async def wait_uploads(self, timeout: float = 120.0) -> None:
-        """Until no upload is in flight (unmount, SIGTERM); bounded."""
+        """Until no upload is in flight (unmount, SIGTERM); bounded. One that does not
+        end in time stays journaled (state uploading) and resumes at the next mount."""
         with trio.move_on_after(timeout):
-            while any(lf.state == "uploading" for lf in self._locals.values()):
+            while self.uploads_in_flight():
                 await trio.sleep(0.05)
 
     # ---- journal ---------------------------------------------------------------------
 
     def restore_journal(self) -> list[LocalFile]:
         """Bring back the local files of a previous mount (crash, or failed uploads),
-        visible at their names. Returns those that still need an upload."""
+        visible at their names. Returns those that still need an upload.
+
+        A file closed since its last write (journal ``closed``) is uploaded again; if the
+        previous mount had started sending it, the upload first looks for the file that
+        attempt may have created (`_upload_exactly_once`). A file that was still being
+        written when the mount stopped is kept, readable, as failed: its bytes may be a
+        torn copy, so they are never uploaded unless someone writes and closes it."""
         todo: list[LocalFile] = []
         for entry in self._state.journal_entries():
             staged = Path(entry.staged)
@@ -877,33 +1312,50 @@ class Filesystem:
             except OSError:
                 self._state.journal_remove(entry.key)
                 continue
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            size = st.st_size
             serial = self._next_serial
             self._next_serial += 1
             path = names.display_path(entry.filename)
             now = time.time_ns()
+            state: LocalState = "failed" if entry.state == "failed" else "pending"
+            error = entry.error
+            closed = entry.closed is not None and st.st_mtime <= entry.closed + 0.5
+            if state == "pending" and size > 0 and not closed:
+                state = "failed"
+                error = INTERRUPTED
+                self._state.journal_update(entry.key, state="failed", error=error)
+                log.warning("%s was being written when the last mount stopped: kept here, "
+                            "not uploaded", entry.filename)
             local = LocalFile(serial=serial, path=path, staged=staged, fd=fd,
                               journal_key=entry.key, created_ns=int(entry.created * 1e9),
                               modified_ns=now, mode=entry.mode or 0o644,
                               mode_set=entry.mode is not None, size=size,
                               mtime_set=entry.mtime_ns, replaces=entry.replaces,
-                              state="failed" if entry.state == "failed" else "pending",
-                              error=entry.error, dirty=entry.state != "failed" and size > 0)
+                              state=state, error=error, dirty=state == "pending" and size > 0)
             self._locals[serial] = local
             self.ns.add_local_file(path, serial)
+            if closed:
+                self._sealed.add(serial)
             if local.dirty:
+                if entry.state == "uploading" or entry.attempted is not None:
+                    self._resume_since[entry.key] = (entry.attempted or entry.closed
+                                                     or entry.created)
                 todo.append(local)
         return todo
 
     async def resume_uploads(self, todo: list[LocalFile]) -> None:
-        """Upload what a previous mount left pending (issue 6 will add the
-        already-uploaded check before re-sending)."""
+        """Upload what a previous mount left closed but not uploaded, one at a time (an
+        upload it had started is first looked for in the listing: exactly once)."""
         for local in todo:
             try:
                 await self.upload(local)
             except CoreError as exc:
                 log.warning("resumed upload of %s failed: %s", "/".join(local.path),
                             exc.message)
+            else:
+                if local.state != "failed":
+                    log.info("resumed upload of %s done", "/".join(local.path))
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -27,7 +27,15 @@ from typing import Protocol
 import trio
 from cachetools import TTLCache
 
-from orfs.api.errors import NotFound
+from orfs.api.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unreachable,
+)
 from orfs.api.models import RemoteFile
 from orfs.core import names
 from orfs.core.inodes import DirKey, FileKey, Key, LocalKey
@@ -38,6 +46,13 @@ Path = tuple[str, ...]
 
 # How long a name proved absent by a fresh listing stays absent without a re-list.
 NEGATIVE_TTL = 1.0
+# After the API failed to answer a list or retrieve (unreachable, 5xx or nonsense after
+# the client's retries), it is not asked again for this long: known files keep their
+# last attributes (so cached bytes stay readable) and a stale listing fails at once
+# with EIO, instead of every lookup waiting out its own retries. docs/RELIABILITY.md.
+API_DOWN_BACKOFF = 5.0
+# Answers that say something about the request, not about the API's health.
+_ANSWERS = (NotFound, BadRequest, Unauthorized, Forbidden, PayloadTooLarge)
 _HUGE = 10**8
 
 
@@ -68,6 +83,8 @@ class Namespace:
         self._local_folders: set[Path] = set()
         self._layout: names.Layout | None = None
         self._tree: dict[Path, dict[str, Key]] | None = None
+        self._down_until: float | None = None  # see API_DOWN_BACKOFF
+        self._down_reason = ""
 
     # ---- freshness -------------------------------------------------------------------
 
@@ -87,7 +104,37 @@ class Namespace:
         async with self._list_lock:
             if self.is_fresh():
                 return  # the listing we waited for did it
-            await self._relist()
+            self._raise_if_down()
+            try:
+                await self._relist()
+            except ApiError as exc:
+                self._api_failed(exc)
+                raise
+
+    # ---- API health (see API_DOWN_BACKOFF) -------------------------------------------
+
+    def api_down(self) -> bool:
+        return self._down_until is not None and self._clock() < self._down_until
+
+    def _raise_if_down(self) -> None:
+        if self.api_down():
+            assert self._down_until is not None
+            raise Unreachable(f"the API is not answering ({self._down_reason}); asking "
+                              f"again in {self._down_until - self._clock():.0f} s")
+
+    def _api_failed(self, exc: ApiError) -> None:
+        if isinstance(exc, _ANSWERS):
+            return
+        if not self.api_down():
+            log.warning("the API failed (%s); serving cached attributes, and failing what "
+                        "needs it, for %.0f s", exc, API_DOWN_BACKOFF)
+        self._down_until = self._clock() + API_DOWN_BACKOFF
+        self._down_reason = str(exc)
+
+    def _api_answered(self) -> None:
+        if self._down_until is not None:
+            self._down_until = None
+            log.info("the API answers again")
 
     async def _relist(self) -> None:
         self._in_flight_changes = []
@@ -107,6 +154,7 @@ class Namespace:
             self._fresh[file_id] = True
         self._listed_at = self._clock()
         self._dirty()
+        self._api_answered()
         log.debug("listed %d files", len(files))
 
     # ---- changes ---------------------------------------------------------------------
@@ -174,13 +222,24 @@ class Namespace:
         rf = self._files.get(file_id)
         if rf is not None and file_id in self._fresh:
             return rf
+        if rf is not None and self.api_down():
+            return rf  # the last known attributes; the id's bytes never change
         try:
-            rf = await self._client.retrieve(file_id)
+            fetched = await self._client.retrieve(file_id)
         except NotFound:
             self.remove(file_id)
+            self._api_answered()
             return None
-        self.insert(rf)
-        return rf
+        except ApiError as exc:
+            self._api_failed(exc)
+            if rf is None or isinstance(exc, _ANSWERS):
+                raise
+            log.info("retrieve of %s failed (%s); using its last known attributes",
+                     file_id, exc)
+            return rf
+        self._api_answered()
+        self.insert(fetched)
+        return fetched
 
     def layout(self) -> names.Layout:
         if self._layout is None:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 log = logging.getLogger(__name__)
 
 DB_NAME = "state.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # The error log is for "what went wrong lately"; older lines are pruned on insert.
 ERROR_KEEP_SECONDS = 24 * 3600
 ERROR_KEEP_ROWS = 1000
@@ -57,7 +57,9 @@ CREATE TABLE IF NOT EXISTS journal (
     replaces TEXT,
     created  REAL NOT NULL,
     mode     INTEGER,
-    mtime_ns INTEGER
+    mtime_ns INTEGER,
+    attempted REAL,
+    closed   REAL
 );
 CREATE TABLE IF NOT EXISTS errors (
     time     REAL NOT NULL,
@@ -93,6 +95,13 @@ class JournalEntry:
     created: float = 0.0
     mode: int | None = None
     mtime_ns: int | None = None
+    # Wall time the current upload's first attempt started (None: never sent). An
+    # upload that failed ambiguously, or a mount that died mid-upload, may have landed:
+    # the next attempt first looks for a file of this name and size created since.
+    attempted: float | None = None
+    # Wall time of the close (flush) that made the staged bytes final; None while a
+    # writer may still be adding to them. After a crash only closed files are uploaded.
+    closed: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,6 +150,12 @@ class State:
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            # Columns added after version 1 (issue 6): a journal of an older mount gains
+            # them empty, which restore_journal reads as "unknown" and treats with care.
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(journal)")}
+            for column in ("attempted", "closed"):
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE journal ADD COLUMN {column} REAL")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         for suffix in ("-wal", "-shm"):
             side = self.path.with_name(self.path.name + suffix)

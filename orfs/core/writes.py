@@ -10,8 +10,14 @@ through the mount, or taking over a remote file's name by O_TRUNC. Its life:
 ``dirty`` says the staged bytes differ from anything uploaded; a flush uploads only
 then (so a flush before any write, or a second flush, uploads nothing). ``generation``
 counts writes: an upload that overlapped a write does not clear ``dirty``.
-The per-open-file write state (issue 5's streamed upload) will hang off `LocalFile`
-as an explicit state machine; today there is one state: upload at flush.
+The write path's own state (issue 5's streamed upload) is `write_mode`, a small state
+machine driven by `orfs.core.streaming.UploadStreams` (diagram there)::
+
+    fresh      empty; no write yet (or truncated to 0)
+    appending  every write so far continued where the last ended, from byte 0
+    streaming  ``stream`` (an `UploadStream`) sends the bytes while they are written
+    done       the stream was sealed by a flush, which waits for its answer
+    random     anything else happened: the file uploads at flush, from staging
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import trio
 
@@ -40,7 +46,11 @@ from orfs.core.errors import (
     Unsupported,
 )
 
+if TYPE_CHECKING:
+    from orfs.core.streaming import UploadStream
+
 LocalState = Literal["pending", "uploading", "failed", "uploaded"]
+WriteMode = Literal["fresh", "appending", "streaming", "done", "random"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -66,8 +76,16 @@ class LocalFile:
     unlinked: bool = False
     remote: RemoteFile | None = None  # the uploaded version, while handles stay open
     lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
+    # The write path's state (module doc); "random" unless created empty.
+    write_mode: WriteMode = "random"
+    appended: int = 0                # end of the last in-order write ("appending")
+    stream: UploadStream | None = None  # the unsealed streamed upload ("streaming")
 
     def close_fd(self) -> None:
+        if self.stream is not None:
+            self.stream.cancel()     # nobody will flush it now; never let it complete
+            self.stream = None
+            self.write_mode = "random"
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-max-size", type=parse_size, default=None)
     p.add_argument("--dir-cache-ttl", type=float, default=None)
     p.add_argument("--kernel-ttl", type=float, default=None)
+    p.add_argument("--temp-grace", type=float, default=None)
     p.add_argument("--read-only", action="store_true")
     p.add_argument("--allow-other", action="store_true")
     p.add_argument("--no-chunked-upload", action="store_true")
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     extra = {k: v for k, v in (("cache_max_size", a.cache_max_size),
                                 ("dir_cache_ttl", a.dir_cache_ttl),
-                                ("kernel_ttl", a.kernel_ttl)) if v is not None}
+                                ("kernel_ttl", a.kernel_ttl),
+                                ("temp_grace", a.temp_grace)) if v is not None}
     config = MountConfig(
         mountpoint=a.mountpoint, api_base=a.api_base, workspace=a.workspace,
         provider=a.provider, read_only=a.read_only, allow_other=a.allow_other,

@@ -2,8 +2,8 @@
 
 Judgement calls:
 - `NotPermitted` -> EPERM: an operation the service cannot do (link, symlink, rename
-  of an uploaded file today). EPERM, not ENOSYS: ENOSYS would make the kernel stop
-  sending that operation for the whole mount.
+  or rewrite of a file whose bytes are not readable, rename of a folder). EPERM, not
+  ENOSYS: ENOSYS would make the kernel stop sending that operation for the whole mount.
 - `Unsupported` -> EOPNOTSUPP (== ENOTSUP on Linux): the content type the service
   refuses, and xattr writes; `cp -p`/`cp -a` tolerate ENOTSUP on xattrs and ACLs.
 - `AccessDenied` -> EACCES: bytes the API will not serve, and a 401.

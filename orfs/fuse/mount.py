@@ -22,16 +22,22 @@ import pyfuse3
 import trio
 
 from orfs.api.client import FilesClient
-from orfs.api.credentials import ApiKey, ApiKeyError, read_api_key
+from orfs.api.retry import INTERACTIVE_RETRY
+from orfs.api.credentials import ENV_VAR, ApiKey, ApiKeyError, read_api_key
 from orfs.api.errors import ApiError, Forbidden, Unauthorized, Unreachable
 from orfs.config import MountConfig
 from orfs.core.content import ContentCache
 from orfs.core.fs import Filesystem
 from orfs.core.state import State, make_private_dir
 from orfs.fuse.ops import Operations
+from orfs.fuse.tuning import tune_after_init, tune_http_reads
 from orfs.notify import notify_ready, notify_stopping
 
 log = logging.getLogger(__name__)
+
+
+# How long an unmount waits for uploads in flight before leaving them to the journal.
+DRAIN_TIMEOUT = 120.0
 
 
 class MountError(Exception):
@@ -44,6 +50,8 @@ def run_mount(config: MountConfig) -> int:
     mountpoint = Path(os.path.abspath(config.mountpoint))
     try:
         key = read_api_key(config.api_key_file)
+        # Held in `key` from here on; no child (fusermount3, helpers) inherits it.
+        os.environ.pop(ENV_VAR, None)
         _prepare_mountpoint(mountpoint)
     except (ApiKeyError, MountError) as exc:
         print(f"orfs: {exc}", file=sys.stderr)
@@ -100,9 +108,11 @@ def _serve(config: MountConfig, mountpoint: Path, key: ApiKey, notify_fd: int | 
 
 async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
                 notify_fd: int | None) -> None:
+    tune_http_reads()  # larger socket reads for downloads (tuning.py)
     try:
         client = FilesClient(config.api_base, key, workspace=config.workspace,
-                             provider=config.provider, chunked_upload=config.chunked_upload)
+                             provider=config.provider, chunked_upload=config.chunked_upload,
+                             read_retry=INTERACTIVE_RETRY)
     except ValueError as exc:
         raise MountError(str(exc)) from None
     try:
@@ -116,7 +126,8 @@ async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
                 "pid": os.getpid()}  # after the fork: the serving process
         fs = Filesystem(client, content, state, staging_dir=root / "staging",
                         dir_cache_ttl=config.dir_cache_ttl, read_only=config.read_only,
-                        info=info)
+                        info=info, stream_uploads=config.chunked_upload,
+                        temp_grace=config.temp_grace)
         todo = fs.restore_journal()
         ops = Operations(fs, kernel_ttl=config.kernel_ttl)
         options = {"fsname=orfs", "subtype=orfs", "default_permissions"}
@@ -138,9 +149,15 @@ async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(content.run)
+                await nursery.start(fs.streams.run)
+                await nursery.start(fs.run)  # held uploads of temporary names (issue 4)
                 nursery.start_soon(fs.resume_uploads, todo)
                 nursery.start_soon(_watch_signals, fs)
+                nursery.start_soon(tune_after_init, ops.initialized, mountpoint)
                 await pyfuse3.main()
+                # Unmounted (fusermount3 -u, orfs unmount, a signal): uploads in flight
+                # need no kernel, so let them finish; what cannot stays journaled.
+                await _drain(fs)
                 nursery.cancel_scope.cancel()
         finally:
             pyfuse3.close(unmount=True)
@@ -166,6 +183,19 @@ async def _check(client: FilesClient, config: MountConfig) -> None:
                          ) from None
 
 
+async def _drain(fs: Filesystem) -> None:
+    busy = fs.uploads_in_flight()
+    if not busy:
+        return
+    log.info("unmounted with %d upload(s) in flight: waiting up to %.0f s for them",
+             busy, DRAIN_TIMEOUT)
+    await fs.wait_uploads(DRAIN_TIMEOUT)
+    left = fs.uploads_in_flight()
+    if left:
+        log.warning("%d upload(s) still in flight after %.0f s; they stay journaled in the "
+                    "cache directory and resume at the next mount", left, DRAIN_TIMEOUT)
+
+
 async def _watch_signals(fs: Filesystem) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -175,6 +205,7 @@ async def _watch_signals(fs: Filesystem) -> None:
                 continue
             log.info("signal %d: finishing uploads, then unmounting", signum)
             notify_stopping()
+            await fs.upload_held()  # temporary names still in their grace period
             await fs.wait_uploads()
             pyfuse3.terminate()
             return
@@ -210,7 +241,9 @@ def _prepare_mountpoint(mountpoint: Path) -> None:
     """Clear a dead mount left by a crash; refuse a live one; require a directory."""
     if _mounted_here(mountpoint):
         try:
-            os.stat(mountpoint)
+            # statfs always reaches the filesystem; a stat may be answered from the
+            # kernel's attribute cache for a second after the process died.
+            os.statvfs(mountpoint)
         except OSError as exc:
             if exc.errno not in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO):
                 raise MountError(f"{mountpoint}: {exc.strerror}") from None

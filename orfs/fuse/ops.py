@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
 from orfs.api.errors import ApiError
 from orfs.core.errors import CoreError, NoEntry, Unsupported
@@ -55,7 +56,15 @@ def handler(fn: Callable[Concatenate[Operations, P], Coroutine[Any, Any, R]]
             raise
         except (CoreError, ApiError) as exc:
             code = errno_for(exc)
-            log.debug("%s -> %s: %s", name, errno.errorcode.get(code, code), exc)
+            # EIO is the one answer that says "something failed": say what, always.
+            log.log(logging.WARNING if code == errno.EIO else logging.DEBUG, "%s -> %s: %s",
+                    name, errno.errorcode.get(code, code), exc)
+            raise pyfuse3.FUSEError(code) from None
+        except OSError as exc:
+            # The local disk (staging, cache: ENOSPC, EDQUOT, EIO): pass its truth through.
+            code = exc.errno or errno.EIO
+            log.warning("%s -> %s: local disk: %s", name, errno.errorcode.get(code, code),
+                        exc.strerror or exc)
             raise pyfuse3.FUSEError(code) from None
         except Exception:
             log.exception("%s%s failed unexpectedly; answering EIO", name, args[:2])
@@ -80,6 +89,12 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.fs = fs
         self._ttl = kernel_ttl
+        self.initialized = trio.Event()  # FUSE_INIT answered (see tuning.py)
+
+    def init(self) -> None:
+        # Called by pyfuse3 just before it answers FUSE_INIT; the kernel applies the
+        # answer (which caps read-ahead) before any other task runs.
+        self.initialized.set()
 
     def _entry(self, a: Attributes) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()

@@ -255,7 +255,9 @@ def test_a_write_past_100_mib_fails_with_efbig_and_uploads_nothing(mnt: Mount) -
         assert e.value.errno == errno.EFBIG
     finally:
         os.close(fd)
-    assert mnt.emu.stats()["upload"] == 0
+    # At most the streamed upload begun during the writes, cancelled before its end
+    # (issue 5): it created nothing, and no upload followed at close.
+    assert mnt.emu.stats()["upload"] <= 1
     assert mnt.remote_named("too-big.txt") == []
     assert os.getxattr(path, "user.orfs.state") == b"failed"
     os.unlink(path)
@@ -286,11 +288,10 @@ def test_chmod_and_utime_are_remembered_and_shutil_copy2_works(mnt: Mount,
     assert r.returncode == 0, r.stderr
 
 
-def test_symlink_link_and_rename_of_an_uploaded_file_are_eperm(mnt: Mount) -> None:
+def test_symlink_and_link_are_eperm(mnt: Mount) -> None:
     (mnt.path / "ln.txt").write_text("x\n")
     for call in (lambda: os.symlink("ln.txt", mnt.path / "sym"),
-                 lambda: os.link(mnt.path / "ln.txt", mnt.path / "hard"),
-                 lambda: os.rename(mnt.path / "ln.txt", mnt.path / "ln2.txt")):
+                 lambda: os.link(mnt.path / "ln.txt", mnt.path / "hard")):
         with pytest.raises(OSError) as e:
             call()
         assert e.value.errno == errno.EPERM

@@ -1,0 +1,982 @@
+#!/usr/bin/env python3
+"""The orfs benchmark: what the mount adds to the cost of the API behind it.
+
+Starts its own emulator (loopback, port 0, temporary data directory) and its own
+mounts (`orfs mount -f`, each with a fresh cache directory unless a row needs a
+warm one), builds its data through the emulator's hooks, then measures every row
+of issue 5 side by side with its baseline in one run: orfs and the baseline
+alternate, each repeated, and the ratio is the ratio of the medians. Prints a
+table with PASS/FAIL against each target and writes the same as JSON (--json).
+
+Everything it starts is stopped by PID and every mount is unmounted in a
+`finally`, also on Ctrl-C. See docs/PERFORMANCE.md for what each row measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+MiB = 1 << 20
+KiB = 1 << 10
+FIRST_READ = 128 * KiB  # what the time-to-first-byte rows time: the first 128 KiB read
+READ_BLOCK = MiB  # the rest is read like `dd bs=1M`
+MOUNT_TIMEOUT = 30.0
+TOOL_TIMEOUT = 600.0
+
+# Run as a subprocess on the file under test (so a stuck mount can be killed): open,
+# one 128 KiB read (time to first byte), then 1 MiB reads to EOF, as `dd bs=1M`
+# does. Timed inside, from open, so Python's start-up is not counted.
+READER = """
+import json, os, sys, time
+first, block = int(sys.argv[2]), int(sys.argv[3])
+view = memoryview(bytearray(block))
+t0 = time.perf_counter()
+fd = os.open(sys.argv[1], os.O_RDONLY)
+got = os.readv(fd, [view[:first]])
+t1 = time.perf_counter()
+total = got
+while got:
+    got = os.readv(fd, [view])
+    total += got
+t2 = time.perf_counter()
+os.close(fd)
+print(json.dumps({"ttfb": t1 - t0, "seconds": t2 - t0, "bytes": total}))
+"""
+
+# os.stat of every name listed in a file, as a subprocess; prints the seconds taken.
+STATTER = """
+import os, sys, time
+names = open(sys.argv[2], encoding="utf-8").read().splitlines()
+t0 = time.perf_counter()
+for name in names:
+    os.stat(os.path.join(sys.argv[1], name))
+print(time.perf_counter() - t0)
+"""
+
+
+# ------------------------------------------------------------------------ the plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Sizes and repetitions of one run."""
+
+    name: str
+    big: int  # the file of the cold, warm, repeat and write rows with a target
+    growth: tuple[int, ...]  # smaller sizes, to show how cost grows with size
+    reps: int  # repetitions of each big measurement (orfs and baseline each)
+    small_reps: int  # repetitions of the growth rows
+    many: int  # files of the listing rows
+    parallel: int  # readers of the parallel row
+    parallel_size: int  # bytes each parallel reader reads
+
+
+FULL = Plan("full", big=100 * MiB, growth=(1 * MiB, 10 * MiB), reps=5, small_reps=7,
+            many=10_000, parallel=8, parallel_size=20 * MiB)
+QUICK = Plan("quick", big=20 * MiB, growth=(1 * MiB, 10 * MiB), reps=3, small_reps=3,
+             many=2_000, parallel=8, parallel_size=5 * MiB)
+GROUPS = ("cold", "warm", "write", "list", "parallel")
+
+
+# --------------------------------------------------------------------- the results
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    op: str  # ">=" or "<="
+    value: float
+
+    def met(self, x: float) -> bool:
+        return x >= self.value if self.op == ">=" else x <= self.value
+
+    def __str__(self) -> str:
+        return f"{'≥' if self.op == '>=' else '≤'} {self.value:g}"
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the table: orfs' samples, the baseline's, and the target.
+
+    With a baseline the target applies to the ratio of medians (orfs / baseline, in
+    the row's unit); without one, to the median of orfs' samples itself. `checks`
+    are extra conditions (request counts) that must also hold for a PASS.
+    """
+
+    key: str
+    measure: str
+    unit: str
+    target: Target | None = None
+    baseline_label: str = ""
+    orfs: list[float] = dataclasses.field(default_factory=list)
+    baseline: list[float] = dataclasses.field(default_factory=list)
+    checks: dict[str, bool] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def orfs_median(self) -> float | None:
+        return statistics.median(self.orfs) if self.orfs else None
+
+    @property
+    def baseline_median(self) -> float | None:
+        return statistics.median(self.baseline) if self.baseline else None
+
+    @property
+    def ratio(self) -> float | None:
+        o, b = self.orfs_median, self.baseline_median
+        if o is None or b is None or b == 0:
+            return None
+        return o / b
+
+    @property
+    def verdict(self) -> str:
+        if self.error is not None:
+            return "ERROR"
+        if self.target is None:
+            return "info"
+        judged = self.ratio if self.baseline_label else self.orfs_median
+        if judged is None:
+            return "ERROR"
+        ok = self.target.met(judged) and all(self.checks.values())
+        return "PASS" if ok else "FAIL"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "measure": self.measure, "unit": self.unit,
+            "orfs_samples": self.orfs, "orfs_median": self.orfs_median,
+            "baseline": self.baseline_label or None, "baseline_samples": self.baseline,
+            "baseline_median": self.baseline_median, "ratio": self.ratio,
+            "target": None if self.target is None else
+            {"on": "ratio" if self.baseline_label else "value",
+             "op": self.target.op, "value": self.target.value},
+            "checks": self.checks, "verdict": self.verdict,
+            "notes": self.notes, "error": self.error,
+        }
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "MiB/s":
+        return f"{value:,.0f} MiB/s" if value >= 100 else f"{value:.1f} MiB/s"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "MiB":
+        return f"{value:.1f} MiB"
+    return f"{value:g} {unit}".strip()
+
+
+def size_label(n: int) -> str:
+    return f"{n // MiB} MiB" if n % MiB == 0 else f"{n:,} B"
+
+
+def print_table(machine: dict[str, Any], rows: list[Row]) -> None:
+    """A Markdown table (readable in a terminal, pasteable into docs/PERFORMANCE.md)."""
+    print(f"\norfs benchmark ({machine['plan']}), {machine['date']}: {machine['nproc']} cores"
+          f" ({machine['cpu']}), kernel {machine['kernel']}, Python {machine['python']},"
+          f" orfs {machine['commit']}; load average {machine['load_before']} before,"
+          f" {machine['load_after']} after\n")
+    head = ["measure", "orfs", "baseline", "ratio", "target", "result"]
+    table = [head]
+    for r in rows:
+        base = f"{fmt(r.baseline_median, r.unit)} ({r.baseline_label})" if r.baseline_label \
+            else "—"
+        ratio = f"{r.ratio:.2f}×" if r.ratio is not None else "—"
+        target = "—" if r.target is None else (
+            f"ratio {r.target}" if r.baseline_label else f"{r.target} {r.unit}")
+        table.append([r.measure, fmt(r.orfs_median, r.unit), base, ratio, target, r.verdict])
+    widths = [max(len(line[i]) for line in table) for i in range(len(head))]
+    for n, line in enumerate(table):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    notes = [(r, note) for r in rows for note in r.notes]
+    notes += [(r, f"ERROR: {r.error}") for r in rows if r.error]
+    notes += [(r, f"check failed: {name}") for r in rows for name, ok in r.checks.items()
+              if not ok]
+    if notes:
+        print()
+        for r, note in notes:
+            print(f"- {r.measure}: {note}")
+
+
+# --------------------------------------------------------------------- processes
+
+
+class BenchError(Exception):
+    """A step of the benchmark could not run (the row shows ERROR)."""
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join([line for line in text if line.strip()][-lines:])
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int | None:
+    """Wait for a process that was asked to finish; then terminate, then kill, by PID."""
+    for step in (None, proc.terminate, proc.kill):
+        if step is not None:
+            with contextlib.suppress(ProcessLookupError):
+                step()
+        try:
+            return proc.wait(timeout=grace if step is None else 5.0)
+        except subprocess.TimeoutExpired:
+            continue
+    return None
+
+
+def unmount(mountpoint: Path) -> None:
+    """`fusermount3 -u`, retried briefly, then lazily (`-u -z`) if still busy."""
+    for attempt in range(5):
+        if not os.path.ismount(mountpoint):
+            return
+        done = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True)
+        if done.returncode == 0:
+            return
+        time.sleep(0.2 * (attempt + 1))
+    subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM (the process's peak resident set) in MiB, while it still runs."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class Mount:
+    """A FUSE mount served by a child process (orfs or rclone), torn down on exit."""
+
+    def __init__(self, argv: list[str], mountpoint: Path, log: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.argv, self.mountpoint, self.log, self.env = argv, mountpoint, log, env
+        self.name = "orfs mount" if "orfs" in argv else Path(argv[0]).name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.peak_rss: float | None = None
+
+    def __enter__(self) -> Mount:
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            # A session of its own: Ctrl-C reaches the benchmark, which unmounts first.
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, env=self.env, start_new_session=True)
+        try:
+            self._wait_mounted(self.proc)
+        except BaseException:  # also Ctrl-C: nothing may stay mounted or running
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_mounted(self, proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not os.path.ismount(self.mountpoint):
+            if proc.poll() is not None:
+                raise BenchError(f"{self.name} exited {proc.returncode} before mounting:"
+                                 f" {tail(self.log, 1)}\n{tail(self.log)}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name} not mounted after {MOUNT_TIMEOUT:.0f} s:"
+                                 f" {tail(self.log, 1)}\n{tail(self.log)}")
+            time.sleep(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        self.peak_rss = peak_rss_mib(self.proc.pid)
+        try:
+            unmount(self.mountpoint)
+        finally:
+            stop_process(self.proc)
+            self.proc = None
+
+
+class Emulator:
+    """`python -m orfs.emulator` on loopback, and an httpx client for the baselines."""
+
+    def __init__(self, work: Path, name: str, key: str, extra: list[str]) -> None:
+        self.dir = work / f"emulator-{name}"
+        self.dir.mkdir()
+        self.log = self.dir / "log"
+        self.key = key
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "orfs.emulator", "--host", "127.0.0.1", "--port", "0",
+                 "--data-dir", str(self.dir / "data"), "--api-key", key, *extra],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        self.url = ""
+        deadline = time.monotonic() + 30
+        while not self.url:
+            for line in self.log.read_text(errors="replace").splitlines():
+                if line.startswith("orfs emulator listening on "):
+                    self.url = line.split(" on ", 1)[1].strip()
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise BenchError(f"the emulator did not start:\n{tail(self.log)}")
+            time.sleep(0.05)
+        self.client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"},
+            timeout=httpx.Timeout(120.0), limits=httpx.Limits(max_connections=32))
+
+    def close(self) -> None:
+        with contextlib.suppress(AttributeError):
+            self.client.close()
+        self.proc.send_signal(signal.SIGTERM)
+        stop_process(self.proc)
+
+    # hooks
+
+    def create_output(self, name: str, path: Path) -> str:
+        with path.open("rb") as f:  # streamed from disk by httpx's multipart encoder
+            r = self.client.post("_emulator/outputs", files={"file": (name, f)})
+        r.raise_for_status()
+        file_id: str = r.json()["id"]
+        return file_id
+
+    def create_tiny_outputs(self, names: list[str], workers: int = 16) -> None:
+        def one(name: str) -> None:
+            r = self.client.post("_emulator/outputs",
+                                 files={"file": (name, f"{name}\n".encode(), "text/plain")})
+            r.raise_for_status()
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, names))
+
+    def stats(self) -> dict[str, int]:
+        r = self.client.get("_emulator/stats")
+        r.raise_for_status()
+        return {k: int(v) for k, v in r.json()["requests"].items()}
+
+    def reset_stats(self) -> None:
+        self.client.post("_emulator/reset-stats").raise_for_status()
+
+    # the direct baselines
+
+    def download(self, file_id: str) -> tuple[float, float, int]:
+        """A streamed download to nowhere: (time to first chunk, seconds, bytes)."""
+        ttfb = 0.0
+        total = 0
+        t0 = time.perf_counter()
+        with self.client.stream("GET", f"files/{file_id}/content",
+                                headers={"Accept": "application/octet-stream"}) as r:
+            r.raise_for_status()
+            for chunk in r.iter_raw():
+                if not total:
+                    ttfb = time.perf_counter() - t0
+                total += len(chunk)
+        return ttfb, time.perf_counter() - t0, total
+
+    def upload(self, path: Path, name: str) -> tuple[float, str]:
+        """A multipart upload streamed from disk: (seconds, file id)."""
+        t0 = time.perf_counter()
+        with path.open("rb") as f:
+            r = self.client.post("files", files={"file": (name, f, "text/csv")})
+        seconds = time.perf_counter() - t0
+        r.raise_for_status()
+        return seconds, str(r.json()["id"])
+
+    def delete(self, file_id: str) -> None:
+        self.client.delete(f"files/{file_id}").raise_for_status()
+
+    def list_all(self) -> tuple[float, int, int]:
+        """The whole workspace in pages of 1000: (seconds, pages, files)."""
+        t0 = time.perf_counter()
+        pages = files = 0
+        cursor: str | None = None
+        while True:
+            params: dict[str, str | int] = {"limit": 1000}
+            if cursor:
+                params["cursor"] = cursor
+            r = self.client.get("files", params=params)
+            r.raise_for_status()
+            page = r.json()
+            pages += 1
+            files += len(page["data"])
+            cursor = page.get("cursor")
+            if not cursor or not page["data"]:
+                break
+        return time.perf_counter() - t0, pages, files
+
+
+# ------------------------------------------------------------------ data and tools
+
+
+def write_random(path: Path, size: int) -> None:
+    with path.open("wb") as f:
+        left = size
+        while left:
+            n = min(left, MiB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def write_csv(path: Path, size: int) -> None:
+    """Exactly `size` bytes of CSV (UTF-8, five columns, no quoting), written in batches."""
+    words = ["alpha", "βeta", "gamma", "delta", "épsilon", "zeta", "eta", "θeta"]
+    with path.open("wb") as f:
+        written = f.write(b"id,name,city,amount,comment\n")
+        i = 0
+        while size - written > 256:
+            batch = "".join(
+                f"{j},{words[j % 8]}-{j * 7919 % 100003},{words[(j // 8) % 8]},"
+                f"{j * 31 % 99991}.{j % 100:02d},row {j} of the benchmark\n"
+                for j in range(i, i + 5000)).encode()
+            i += 5000
+            room = size - written - 256  # what is left for whole rows, before the last
+            if len(batch) > room:
+                batch = batch[:batch.rfind(b"\n", 0, room) + 1]
+                if not batch:
+                    break
+            written += f.write(batch)
+        last = f"{i},last,row,0.00,".encode()  # the last row's comment pads the file
+        f.write(last + b"x" * (size - written - len(last) - 1) + b"\n")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def drop_page_cache(paths: list[Path]) -> None:
+    """Evict file pages from the kernel's page cache: all of them as root, else `paths`."""
+    os.sync()
+    if os.geteuid() == 0:
+        try:
+            Path("/proc/sys/vm/drop_caches").write_text("1\n")
+            return
+        except OSError:
+            pass
+    for top in paths:
+        for p in [top] if top.is_file() else [q for q in top.rglob("*") if q.is_file()]:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def read_file(path: Path, size: int) -> tuple[float, float]:
+    """Read `path` with the READER subprocess: (time to first byte, seconds)."""
+    argv = [PYTHON, "-I", "-c", READER, str(path), str(FIRST_READ), str(READ_BLOCK)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    if done.returncode != 0:
+        raise BenchError(f"reading {path} failed: {done.stderr.strip()[-500:]}")
+    out = json.loads(done.stdout)
+    if out["bytes"] != size:
+        raise BenchError(f"read {out['bytes']} bytes of {path}, expected {size}")
+    return float(out["ttfb"]), float(out["seconds"])
+
+
+def run_tool(argv: list[str]) -> float:
+    """Seconds a command takes, start to exit; it must succeed."""
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          timeout=TOOL_TIMEOUT)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} exited {done.returncode}:"
+                         f" {done.stderr.decode(errors='replace').strip()[-500:]}")
+    return seconds
+
+
+def mibps(size: int, seconds: float) -> float:
+    return size / MiB / seconds
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0][:300] if text else "") or type(e).__name__
+
+
+def alternate(rep: int, orfs: Callable[[], None], baseline: Callable[[], None],
+              rows: list[Row]) -> None:
+    """Run both sides of one repetition, swapping which goes first every time.
+
+    A failure on the orfs side marks the rows and lets the baseline go on, so a run
+    against a broken mount still reports what the API itself does.
+    """
+    for step in (baseline, orfs) if rep % 2 == 0 else (orfs, baseline):
+        if step is baseline:
+            step()
+            continue
+        try:
+            step()
+        except Exception as e:  # any failure of the mount side
+            for row in rows:
+                row.error = row.error or one_line(e)
+
+
+# --------------------------------------------------------------------- the bench
+
+
+class Bench:
+    """The running emulator, the data built so far, and one method per group of rows."""
+
+    def __init__(self, args: argparse.Namespace, plan: Plan, work: Path,
+                 stack: contextlib.ExitStack) -> None:
+        self.plan, self.work, self.stack = plan, work, stack
+        self.key = "bench-" + secrets.token_hex(16)
+        self.env = {**os.environ, "OPENROUTER_API_KEY": self.key}
+        self.mount_args: list[str] = list(args.mount_arg)
+        self.emulator_args = ["--latency-ms", str(args.latency_ms)] if args.latency_ms else []
+        self.rss: list[tuple[str, float]] = []  # (which mount, peak RSS in MiB)
+        self.mount_broken: str | None = None
+        self.serial = 0
+        self.emu = self.start_emulator("main")
+        self.outputs: dict[str, tuple[str, Path]] = {}  # name -> (file id, local copy)
+
+    # helpers
+
+    def start_emulator(self, name: str) -> Emulator:
+        emu = Emulator(self.work, name, self.key, self.emulator_args)
+        self.stack.callback(emu.close)
+        return emu
+
+    def fresh_dir(self, kind: str) -> Path:
+        self.serial += 1
+        path = self.work / f"{kind}-{self.serial}"
+        path.mkdir()
+        return path
+
+    @contextlib.contextmanager
+    def orfs_mount(self, label: str, emu: Emulator | None = None,
+                   cache: Path | None = None) -> Iterator[Path]:
+        """A fresh `orfs mount -f`; its cache is `cache` or a new empty directory."""
+        if self.mount_broken:
+            raise BenchError(f"the mount did not work earlier: {self.mount_broken}")
+        emu = emu or self.emu
+        mnt = self.fresh_dir("mnt")
+        fresh_cache = cache is None
+        cache = cache or self.fresh_dir("cache")
+        argv = [PYTHON, "-m", "orfs", "mount", str(mnt), "--api-base", emu.url,
+                "--cache-dir", str(cache), "-f", *self.mount_args]
+        mount = Mount(argv, mnt, mnt.with_name(mnt.name + ".log"), self.env)
+        try:
+            mount.__enter__()
+        except BenchError as e:
+            print(f"  orfs mount failed: {e}", flush=True)
+            self.mount_broken = one_line(e)
+            raise
+        try:
+            yield mnt
+        finally:
+            mount.__exit__()
+            if mount.peak_rss is not None:
+                self.rss.append((label, mount.peak_rss))
+            if fresh_cache:
+                shutil.rmtree(cache, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def rclone_mount(self, local: Path) -> Iterator[Path]:
+        mnt = self.fresh_dir("rclone")
+        argv = ["rclone", "mount", str(local), str(mnt), "--vfs-cache-mode", "off"]
+        with Mount(argv, mnt, mnt.with_name(mnt.name + ".log")):
+            yield mnt
+
+    def output(self, name: str, size: int) -> tuple[str, Path]:
+        """A downloadable output of `size` random bytes, and the local file it came from."""
+        if name not in self.outputs:
+            local = self.work / "local" / name
+            local.parent.mkdir(exist_ok=True)
+            write_random(local, size)
+            self.outputs[name] = (self.emu.create_output(name, local), local)
+        return self.outputs[name]
+
+    # the rows
+
+    def cold_read(self, size: int, reps: int, rate: Row, ttfb: Row | None) -> None:
+        """A fresh mount with an empty cache reads the file once, vs a direct download."""
+        name = f"read-{size_label(size).replace(' ', '')}.bin"
+        file_id, _ = self.output(name, size)
+        downloads: list[int] = []
+        self.emu.download(file_id)  # warms the emulator's own page cache for both sides
+
+        def direct() -> None:
+            first, seconds, got = self.emu.download(file_id)
+            if got != size:
+                raise BenchError(f"direct download gave {got} bytes of {size}")
+            rate.baseline.append(mibps(size, seconds))
+            if ttfb:
+                ttfb.baseline.append(first * 1000)
+
+        def through_orfs() -> None:
+            with self.orfs_mount(f"cold read {size_label(size)}") as mnt:
+                os.stat(mnt / name)  # the lookup (first listing) is not part of the read
+                self.emu.reset_stats()
+                first, seconds = read_file(mnt / name, size)
+                downloads.append(self.emu.stats().get("download", 0))
+            rate.orfs.append(mibps(size, seconds))
+            if ttfb:
+                ttfb.orfs.append(first * 1000)
+
+        for rep in range(reps):
+            alternate(rep, through_orfs, direct, [r for r in (rate, ttfb) if r])
+        if downloads:
+            rate.notes.append(f"download requests per cold read: {downloads}")
+
+    def warm_and_repeat(self, warm: Row, repeat: Row) -> None:
+        """Reads with the bytes in orfs' disk cache (fresh mount, kernel page cache
+        dropped) vs rclone over a local copy; then again in the same mount (kernel page
+        cache kept) vs a page-cached local file."""
+        size = self.plan.big
+        name = f"read-{size_label(size).replace(' ', '')}.bin"
+        _, local = self.output(name, size)
+        cache = self.fresh_dir("cache")
+        downloads: list[int] = []
+
+        def fill_cache() -> None:
+            with self.orfs_mount("warm-up", cache=cache) as mnt:
+                read_file(mnt / name, size)
+                if sha256_of(mnt / name) != sha256_of(local):
+                    raise BenchError(f"{name} read through the mount differs from its source")
+
+        def through_orfs() -> None:
+            if not any(cache.iterdir()):
+                fill_cache()
+            drop_page_cache([cache, local])
+            with self.orfs_mount(f"warm read {size_label(size)}", cache=cache) as mnt:
+                os.stat(mnt / name)
+                self.emu.reset_stats()
+                warm.orfs.append(mibps(size, read_file(mnt / name, size)[1]))
+                repeat.orfs.append(mibps(size, read_file(mnt / name, size)[1]))
+                downloads.append(self.emu.stats().get("download", 0))
+
+        def through_rclone() -> None:
+            drop_page_cache([cache, local])
+            with self.rclone_mount(local.parent) as mnt:
+                os.stat(mnt / name)
+                warm.baseline.append(mibps(size, read_file(mnt / name, size)[1]))
+            read_file(local, size)  # now page cached
+            repeat.baseline.append(mibps(size, read_file(local, size)[1]))
+
+        for rep in range(self.plan.reps):
+            alternate(rep, through_orfs, through_rclone, [warm, repeat])
+        if downloads:
+            warm.checks["no download in a warm mount"] = not any(downloads)
+            warm.notes.append(f"download requests per warm mount: {downloads}")
+
+    def write(self, size: int, reps: int, row: Row) -> None:
+        """`cp` of a UTF-8 CSV file into the mount vs a direct streamed multipart upload."""
+        label = size_label(size)
+        src = self.work / "local" / f"write-{label.replace(' ', '')}.csv"
+        src.parent.mkdir(exist_ok=True)
+        write_csv(src, size)
+        uploads: list[int] = []
+
+        def direct() -> None:
+            self.serial += 1
+            seconds, file_id = self.emu.upload(src, f"direct-{self.serial}-{src.name}")
+            row.baseline.append(mibps(size, seconds))
+            self.emu.delete(file_id)
+
+        def through_orfs() -> None:
+            with self.orfs_mount(f"write {label}") as mnt:
+                self.serial += 1
+                dest = mnt / f"cp-{self.serial}-{src.name}"
+                os.listdir(mnt)  # the first listing is not part of the copy
+                self.emu.reset_stats()
+                row.orfs.append(mibps(size, run_tool(["cp", str(src), str(dest)])))
+                uploads.append(self.emu.stats().get("upload", 0))
+                dest.unlink()
+
+        for rep in range(reps):
+            alternate(rep, through_orfs, direct, [row])
+        if uploads:
+            row.notes.append(f"upload requests per cp: {uploads}")
+            row.checks["one upload per cp"] = all(n == 1 for n in uploads)
+
+    def listing(self, ls: Row, stat: Row) -> None:
+        """`ls -l` of N files in a fresh mount vs a direct paginated listing, then `stat`
+        of every name in the same mount, counting requests (a workspace of its own)."""
+        n = self.plan.many
+        emu = self.start_emulator("many")
+        names = [f"f{i:05d}.txt" for i in range(n)]
+        t0 = time.perf_counter()
+        emu.create_tiny_outputs(names)
+        print(f"  created {n:,} files in {time.perf_counter() - t0:.1f} s", flush=True)
+        name_file = self.work / "names.txt"
+        name_file.write_text("\n".join(names) + "\n")
+        pages = -(-n // 1000)
+        counts: list[dict[str, int]] = []
+        stat_seconds: list[float] = []
+
+        def direct() -> None:
+            seconds, got_pages, files = emu.list_all()
+            if files != n or got_pages != pages:
+                raise BenchError(f"the direct listing gave {files} files in {got_pages} pages")
+            ls.baseline.append(seconds)
+
+        def through_orfs() -> None:
+            with self.orfs_mount(f"ls -l of {n:,} files", emu=emu) as mnt:
+                emu.reset_stats()
+                t0 = time.perf_counter()
+                done = subprocess.run(["ls", "-l", str(mnt)], capture_output=True,
+                                      timeout=TOOL_TIMEOUT)
+                ls.orfs.append(time.perf_counter() - t0)
+                entries = done.stdout.count(b"\n") - 1  # less the "total" line
+                if done.returncode != 0 or entries != n:
+                    raise BenchError(f"ls -l exited {done.returncode} with {entries} entries"
+                                     f" of {n}: {done.stderr.decode(errors='replace')[-300:]}")
+                counts.append(emu.stats())
+                emu.reset_stats()
+                out = subprocess.run([PYTHON, "-I", "-c", STATTER, str(mnt), str(name_file)],
+                                     capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+                if out.returncode != 0:
+                    raise BenchError(f"stat failed: {out.stderr.strip()[-300:]}")
+                stat_seconds.append(float(out.stdout))
+                stat.orfs.append(float(sum(emu.stats().values())))
+
+        for rep in range(self.plan.reps):
+            alternate(rep, through_orfs, direct, [ls, stat])
+        if counts:
+            ls.checks[f"exactly {pages} list requests"] = all(c.get("list") == pages
+                                                              for c in counts)
+            ls.checks["no retrieve"] = all(c.get("retrieve", 0) == 0 for c in counts)
+            ls.notes.append("requests per ls -l: " + "; ".join(
+                ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if v) or "none"
+                for c in counts))
+        if stat_seconds:
+            stat.notes.append(f"the stat loop took {fmt(statistics.median(stat_seconds), 's')}"
+                              " (median)")
+
+    def parallel(self, row: Row) -> None:
+        """N `cat` of different files at once through a fresh mount, vs N concurrent
+        direct downloads."""
+        k, size = self.plan.parallel, self.plan.parallel_size
+        label = size_label(size).replace(" ", "")
+        names = [f"par-{i}-{label}.bin" for i in range(k)]
+        ids = [self.output(name, size)[0] for name in names]
+        total = k * size
+
+        def direct() -> None:
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(k) as pool:
+                got = sum(r[2] for r in pool.map(self.emu.download, ids))
+            if got != total:
+                raise BenchError(f"parallel downloads gave {got} bytes of {total}")
+            row.baseline.append(mibps(total, time.perf_counter() - t0))
+
+        def through_orfs() -> None:
+            with self.orfs_mount(f"{k} parallel cat") as mnt:
+                for name in names:
+                    os.stat(mnt / name)
+                t0 = time.perf_counter()
+                procs = [subprocess.Popen(["cat", str(mnt / name)], stdout=subprocess.DEVNULL)
+                         for name in names]
+                codes = [p.wait(timeout=TOOL_TIMEOUT) for p in procs]
+                seconds = time.perf_counter() - t0
+                if any(codes):
+                    raise BenchError(f"cat exit codes {codes}")
+            row.orfs.append(mibps(total, seconds))
+
+        for file_id in ids:
+            self.emu.download(file_id)
+        for rep in range(self.plan.reps):
+            alternate(rep, through_orfs, direct, [row])
+
+    def peak_rss(self, row: Row) -> None:
+        if not self.rss:
+            raise BenchError("no orfs mount ran")
+        label, peak = max(self.rss, key=lambda x: x[1])
+        row.orfs.append(peak)
+        row.notes.append(f"highest in a {label} mount; {len(self.rss)} mounts measured")
+
+
+# -------------------------------------------------------------------- the groups
+
+
+@dataclasses.dataclass
+class Group:
+    """Rows measured together by one method of Bench."""
+
+    name: str
+    rows: list[Row]
+    run: Callable[[], None]
+
+
+def groups(bench: Bench, plan: Plan, only: list[str]) -> list[Group]:
+    """Every row of the run, in the order of the table."""
+    out: list[Group] = []
+    big = size_label(plan.big)
+
+    def cold(size: int, reps: int, target: bool) -> Group:
+        label = size_label(size)
+        rate = Row(f"cold_read_{label}", f"cold sequential read, {label}", "MiB/s",
+                   Target(">=", 0.9) if target else None, "direct download")
+        ttfb = Row("ttfb", f"time to first 128 KiB, {label}", "ms", Target("<=", 1.5),
+                   "direct download") if target else None
+        rows = [rate] + ([ttfb] if ttfb else [])
+        return Group(f"cold read {label}", rows,
+                     lambda: bench.cold_read(size, reps, rate, ttfb))
+
+    def write(size: int, reps: int, target: bool) -> Group:
+        label = size_label(size)
+        row = Row(f"write_{label}", f"cp into the mount, {label}", "MiB/s",
+                  Target(">=", 0.9) if target else None, "direct upload")
+        return Group(f"write {label}", [row], lambda: bench.write(size, reps, row))
+
+    if "cold" in only:
+        out += [cold(size, plan.small_reps, False) for size in plan.growth]
+        out.append(cold(plan.big, plan.reps, True))
+    if "warm" in only:
+        warm = Row("warm_read", f"warm read (disk cache, new mount), {big}", "MiB/s",
+                   Target(">=", 1.0), "rclone mount of a local dir")
+        repeat = Row("repeat_read", f"repeat read (page cache, same mount), {big}", "MiB/s",
+                     Target(">=", 0.5), "page-cached local file")
+        out.append(Group("warm and repeat reads", [warm, repeat],
+                         lambda: bench.warm_and_repeat(warm, repeat)))
+    if "write" in only:
+        out += [write(size, plan.small_reps, False) for size in plan.growth]
+        out.append(write(plan.big, plan.reps, True))
+    if "list" in only:
+        n = f"{plan.many:,}"
+        ls = Row("ls", f"ls -l of {n} files", "s", Target("<=", 1.5),
+                 f"direct listing, {-(-plan.many // 1000)} pages")
+        stat = Row("stat", f"stat of {n} names after ls -l", "requests", Target("<=", 0))
+        out.append(Group(f"ls -l and stat of {n} files", [ls, stat],
+                         lambda: bench.listing(ls, stat)))
+    if "parallel" in only:
+        k, each = plan.parallel, size_label(plan.parallel_size)
+        par = Row("parallel", f"{k} parallel cat of {each} each", "MiB/s", Target(">=", 0.9),
+                  f"{k} direct downloads")
+        out.append(Group(f"{k} parallel reads", [par], lambda: bench.parallel(par)))
+    rss = Row("rss", "peak RSS of a mount process (VmHWM)", "MiB", Target("<=", 100))
+    out.append(Group("peak RSS", [rss], lambda: bench.peak_rss(rss)))
+    return out
+
+
+def run_group(group: Group) -> None:
+    """Run one group; on failure its rows show ERROR (keeping what was measured)."""
+    print(f"- {group.name} ...", flush=True)
+    t0 = time.perf_counter()
+    try:
+        group.run()
+    except Exception as e:  # one broken group must not stop the others
+        for row in group.rows:
+            row.error = row.error or one_line(e)
+        print(f"  failed: {one_line(e)}", flush=True)
+    print(f"  {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def remove_work_dir(work: Path) -> None:
+    """Delete the work directory, never through a mount that is somehow still there."""
+    for entry in work.iterdir():
+        if os.path.ismount(entry):
+            unmount(entry)
+        if os.path.ismount(entry):
+            print(f"bench: {entry} is still mounted; leaving {work} in place", file=sys.stderr)
+            return
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def machine_info(plan: Plan) -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    changed = subprocess.run([*git, "status", "--porcelain", "--", "orfs"],
+                             capture_output=True, text=True).stdout.strip()
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+        "python": platform.python_version(), "load_before": round(os.getloadavg()[0], 2),
+        "commit": commit + ("+uncommitted" if changed else ""),
+        "plan": plan.name, "sizes": dataclasses.asdict(plan),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help=f"smaller data ({size_label(QUICK.big)}, {QUICK.many:,} files),"
+                        " under ~2 minutes")
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    p.add_argument("--only", metavar="GROUPS", default=",".join(GROUPS),
+                   help=f"comma-separated groups to run (default: all of {','.join(GROUPS)})")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="latency the emulator adds to every API request (default 0)")
+    p.add_argument("--mount-arg", action="append", default=[], metavar="ARG",
+                   help="an extra argument for every `orfs mount` (repeatable)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="where data, caches and mountpoints go (default: a new temporary"
+                        " directory under $TMPDIR, removed at the end)")
+    args = p.parse_args()
+    only = [g.strip() for g in args.only.split(",") if g.strip()]
+    if unknown := set(only) - set(GROUPS):
+        p.error(f"unknown groups: {', '.join(sorted(unknown))}")
+    plan = QUICK if args.quick else FULL
+    for tool in ("fusermount3", "cp", "cat", "ls") + (("rclone",) if "warm" in only else ()):
+        if shutil.which(tool) is None:
+            p.error(f"{tool} is not installed (./scripts/setup installs it)")
+
+    # SIGTERM unwinds like Ctrl-C, through every `finally` below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    machine = machine_info(plan)
+    rows: list[Row] = []
+    work = Path(tempfile.mkdtemp(prefix="orfs-bench.", dir=args.work_dir))
+    t_start = time.perf_counter()
+    try:
+        with contextlib.ExitStack() as stack:
+            bench = Bench(args, plan, work, stack)
+            for group in groups(bench, plan, only):
+                run_group(group)
+                rows += group.rows
+    finally:
+        remove_work_dir(work)
+    machine["seconds"] = round(time.perf_counter() - t_start, 1)
+    machine["load_after"] = round(os.getloadavg()[0], 2)
+    print_table(machine, rows)
+    verdicts = [r.verdict for r in rows]
+    print(f"\n{verdicts.count('PASS')} PASS, {verdicts.count('FAIL')} FAIL,"
+          f" {verdicts.count('ERROR')} ERROR, {verdicts.count('info')} info"
+          f" in {machine['seconds']:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine,
+                                         "rows": [r.as_json() for r in rows]}, indent=2) + "\n")
+    return 1 if "ERROR" in verdicts else 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # everything was stopped and unmounted on the way out
+        print("\nbench: interrupted; nothing left mounted or running", file=sys.stderr)
+        raise SystemExit(130) from None

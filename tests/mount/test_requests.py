@@ -1,0 +1,146 @@
+"""Request counts of the mount's hot paths (issue 5), never timings: listings serve
+`ls -l` and `stat`, one download per id however many opens, a warm cache costs no
+request in a new mount, the cache limit holds, and `cp` is exactly one upload."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orfs.emulator.store import Scope, Store
+from tests.conftest import new_workspace
+from tests.mount.conftest import Mount
+
+pytestmark = pytest.mark.fuse
+
+MiB = 1024 * 1024
+
+
+def run(*cmd: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=True)
+
+
+def busy(stats: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in stats.items() if v}
+
+
+def test_ls_l_then_stat_of_every_name(mount_factory: Callable[..., Mount],
+                                      emulator_factory: Callable[..., Any]) -> None:
+    ws = new_workspace()
+    n = 1500
+    shm = Path("/dev/shm") if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(dir=shm) as data:
+        store = Store(Path(data) / "emu")  # seeded before start: no request per file
+        try:
+            for i in range(n):
+                store.add_bytes(Scope(ws), b"x\n", filename=f"s{i:05d}.txt",
+                                mime_type="text/plain", downloadable=True)
+        finally:
+            store.close()
+        emu = emulator_factory(data_dir=Path(data) / "emu")
+        m = mount_factory("--dir-cache-ttl", "60", workspace=ws, emu=emu)
+        emu.reset_stats()
+        lines = run("ls", "-l", m.path).stdout.splitlines()
+        assert len(lines) == n + 1
+        assert busy(emu.stats()) == {"list": 2}  # pages of 1000; no retrieve
+        emu.reset_stats()
+        for i in range(n):
+            assert os.stat(m.path / f"s{i:05d}.txt").st_size == 2
+        assert busy(emu.stats()) == {}
+        m.stop()
+        emu.stop()
+
+
+def test_concurrent_opens_share_one_download(mount_factory: Callable[..., Mount]) -> None:
+    m = mount_factory()
+    data = random.Random(5).randbytes(8 * MiB + 5)
+    m.output("shared.bin", data)
+    os.stat(m.path / "shared.bin")  # the listing, before counting
+    m.emu.reset_stats()
+    procs = [subprocess.Popen(["sha256sum", str(m.path / "shared.bin")],
+                              stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    sums = {p.communicate(timeout=60)[0].split()[0] for p in procs}
+    assert sums == {hashlib.sha256(data).hexdigest()}
+    assert busy(m.emu.stats()) == {"download": 1}
+
+
+def test_warm_reread_in_a_new_mount_costs_no_request(
+        mount_factory: Callable[..., Mount], tmp_path: Path) -> None:
+    ws = new_workspace()
+    cache = tmp_path / "shared-cache"
+    m1 = mount_factory("--cache-dir", str(cache), workspace=ws)
+    data = random.Random(6).randbytes(3 * MiB + 1)
+    m1.output("warm.bin", data)
+    assert (m1.path / "warm.bin").read_bytes() == data
+    m1.stop()
+    m2 = mount_factory("--cache-dir", str(cache), workspace=ws)
+    os.stat(m2.path / "warm.bin")  # the listing, before counting
+    m2.emu.reset_stats()
+    assert (m2.path / "warm.bin").read_bytes() == data
+    assert busy(m2.emu.stats()) == {}
+
+
+def _content_bytes(cache: Path) -> int:
+    total = 0
+    for entry in os.scandir(cache / "content"):
+        try:
+            total += entry.stat().st_size
+        except FileNotFoundError:
+            pass  # evicted while we looked
+    return total
+
+
+def test_cache_limit_is_respected_and_evicted_files_download_again(
+        mount_factory: Callable[..., Mount]) -> None:
+    m = mount_factory("--cache-max-size", "3M")
+    rng = random.Random(8)
+    files = {f"c{i}.bin": rng.randbytes(MiB + 1000 * i) for i in range(5)}
+    for name, data in files.items():
+        m.output(name, data)
+    os.stat(m.path / "c0.bin")
+    m.emu.reset_stats()
+    for name, data in files.items():
+        assert (m.path / name).read_bytes() == data
+        assert _content_bytes(m.cache) <= 3 * MiB
+    assert busy(m.emu.stats()) == {"download": 5}
+    # c0 was the least recently used: evicted, so reading it again downloads it again
+    assert not (m.cache / "content" / _id_of(m, "c0.bin")).exists()
+    assert (m.path / "c0.bin").read_bytes() == files["c0.bin"]
+    assert busy(m.emu.stats()) == {"download": 6}
+    assert _content_bytes(m.cache) <= 3 * MiB
+
+
+def _id_of(m: Mount, name: str) -> str:
+    return os.getxattr(m.path / name, "user.openrouter.id").decode()
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "no-chunked-upload"])
+def test_cp_of_a_20_mib_text_file_is_one_upload(mount_factory: Callable[..., Mount],
+                                                tmp_path: Path, streamed: bool) -> None:
+    m = mount_factory("--debug", *(() if streamed else ("--no-chunked-upload",)))
+    src = tmp_path / "src.csv"
+    rng = random.Random(9)
+    with src.open("w", encoding="utf-8") as f:
+        while f.tell() < 20 * MiB:
+            f.write(",".join(str(rng.randrange(10**6)) for _ in range(12)) + "\n")
+    data = src.read_bytes()
+    m.emu.reset_stats()
+    run("cp", src, m.path / "copy.csv")
+    stats = m.emu.stats()
+    assert stats["upload"] == 1 and stats["retrieve"] == 0, stats
+    # streamed: the upload began while cp was still writing (the mount's debug log)
+    assert ("streamed upload of copy.csv started" in m.log()) == streamed
+    [rec] = m.remote_named("copy.csv")
+    assert rec["size_bytes"] == len(data)
+    # uploads are not downloadable: compare with the emulator's stored blob
+    assert (m.emu.data_dir / "blobs" / rec["id"]).read_bytes() == data
+    assert (m.path / "copy.csv").read_bytes() == data  # from the cache: no download
+    assert m.emu.stats()["download"] == 0
