@@ -94,6 +94,12 @@ def _add_mount_arguments(p: argparse.ArgumentParser) -> None:
         "(default: %(default)s); outside changes show within this window",
     )
     cache.add_argument(
+        "--temp-grace", metavar="SECONDS", type=float, default=2.0,
+        help="how long a closed file with a temporary-looking name (rsync's .name.XXXXXX, "
+        "x.tmp, sedXXXXXX) waits for a rename before it is uploaded under its own name "
+        "(default: %(default)s)",
+    )
+    cache.add_argument(
         "--no-chunked-upload", dest="chunked_upload", action="store_false",
         help="never stream an upload while the file is still being written "
         "(for deployments that refuse chunked request bodies)",
@@ -192,6 +198,8 @@ def _apply_options(args: argparse.Namespace, options: Sequence[str]) -> None:
                 args.cache_max_size = parse_size(value)
             elif name == "dir_cache_ttl" and has_value:
                 args.dir_cache_ttl = float(value)
+            elif name == "temp_grace" and has_value:
+                args.temp_grace = float(value)
             elif name == "api_key":
                 raise SystemExit(
                     "orfs: the API key is never taken from options (they show in ps and "
@@ -220,6 +228,7 @@ def _mount_config(args: argparse.Namespace) -> MountConfig:
         log_file=args.log_file.expanduser().absolute() if args.log_file else None,
         api_key_file=args.api_key_file.expanduser().absolute() if args.api_key_file else None,
         chunked_upload=args.chunked_upload,
+        temp_grace=args.temp_grace,
     )
 
 

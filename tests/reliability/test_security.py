@@ -126,11 +126,15 @@ def test_other_users_are_kept_out_unless_allow_other(rig: Rig, public_dir: Path)
     m.stop()
     # With --allow-other (root needs no user_allow_other in /etc/fuse.conf): readable
     # as the modes say; writable only as the modes say (root's 0755 root: no).
+    m.output("pub.csv", b"a,b\n1,2\n")              # downloadable: 0644
     m2 = rig.mount(emu, "--allow-other", base=public_dir / "b", workspace=m.workspace)
     m2.path.parent.chmod(0o755)
     r = as_nobody("ls", m2.path)
     assert r.returncode == 0 and "f.txt" in r.stdout, r
-    assert as_nobody("cat", m2.path / "f.txt").stdout == "mine\n"
+    assert as_nobody("cat", m2.path / "pub.csv").stdout == "a,b\n1,2\n"
+    # f.txt was uploaded (the API will not serve it) and this mount never held its
+    # bytes: 0200, unreadable for everyone.
+    assert as_nobody("cat", m2.path / "f.txt").returncode != 0
     r = as_nobody("sh", "-c", f"echo x > {m2.path}/intruder.txt")
     assert r.returncode != 0 and "Permission denied" in r.stderr
     assert m2.remote_named("intruder.txt") == []
