@@ -17,6 +17,7 @@ environment has no ``OPENROUTER_API_KEY``, so a real key can never reach it.
 
 from __future__ import annotations
 
+import base64
 import os
 import select
 import signal
@@ -174,6 +175,24 @@ class EmulatorProcess:
             r.raise_for_status()
             out: dict[str, Any] = r.json()
             return out
+
+    def create_outputs(self, files: Sequence[tuple[str, bytes | int]], *,
+                       workspace_id: str | None = None, provider: str | None = None,
+                       batch: int = 5000) -> list[dict[str, Any]]:
+        """Many server-side files through the bulk hook, ``batch`` per request (one
+        transaction each); an int instead of bytes is that many ``x`` bytes. The file
+        JSONs, in order."""
+        params = {k: v for k, v in (("workspace_id", workspace_id), ("provider", provider)) if v}
+        out: list[dict[str, Any]] = []
+        with self.client(timeout=120.0) as c:
+            for start in range(0, len(files), batch):
+                entries = [{"filename": name, "size": data} if isinstance(data, int)
+                           else {"filename": name, "content_b64": base64.b64encode(data).decode()}
+                           for name, data in files[start:start + batch]]
+                r = c.post("_emulator/outputs/bulk", params=params, json={"files": entries})
+                r.raise_for_status()
+                out.extend(r.json()["data"])
+        return out
 
 
 def new_workspace() -> str:

@@ -27,7 +27,9 @@ How long
     would end beyond ``total`` seconds after the first attempt started, and the
     last error is raised. With the defaults (20 s) an operation against a dead API
     fails within about 30 s (plus at most one connect timeout), which the
-    filesystem turns into EIO.
+    filesystem turns into EIO. The mount gives lists, retrieves, deletes and
+    download opens `INTERACTIVE_RETRY` (10 s of retries, and a 20 s ``deadline``
+    on the whole operation, attempts included); uploads keep the default.
 
 Each retry is logged on ``orfs.api``: DEBUG for the first two, INFO for the next
 two, WARNING after that. Log lines carry method, path, status, attempt and delay,
@@ -49,7 +51,8 @@ import trio
 from orfs.api.errors import ApiError, HttpStatusError, ProtocolError, Unreachable
 
 __all__ = ["IDEMPOTENT_RETRY_STATUSES", "INTERACTIVE_RETRY", "UPLOAD_RETRY_STATUSES",
-           "RetryPolicy", "RetryState", "is_retryable", "parse_retry_after", "upload_may_have_applied"]
+           "RetryPolicy", "RetryState", "is_retryable", "parse_retry_after",
+           "upload_may_have_applied"]
 
 log = logging.getLogger("orfs.api")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from datetime import UTC, datetime
 
 from orfs.api.errors import ProtocolError
@@ -97,6 +98,8 @@ def file_from_json(value: object) -> RemoteFile:
         mime = ""
     elif not isinstance(mime, str):
         raise ProtocolError(f"{what}: field 'mime_type' is not a string")
+    else:
+        mime = sys.intern(mime)  # a few distinct types across many files: share them
     downloadable = obj.get("downloadable", False)
     if downloadable is None:
         downloadable = False

@@ -54,7 +54,6 @@ from orfs.core.errors import (
     NotPermitted,
     ReadOnly,
 )
-from orfs.core.landed import MAX_ROUNDS, ROUNDS_TIME, Attempt, find_landed
 from orfs.core.inodes import (
     ByIdKey,
     DirKey,
@@ -65,6 +64,7 @@ from orfs.core.inodes import (
     Key,
     LocalKey,
 )
+from orfs.core.landed import MAX_ROUNDS, ROUNDS_TIME, Attempt, find_landed
 from orfs.core.namespace import Namespace
 from orfs.core.replace import copy_cached, copy_fd, looks_temporary
 from orfs.core.state import JournalEntry, State, make_private_dir

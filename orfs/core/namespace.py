@@ -2,9 +2,11 @@
 
 One listing (``list_pages(limit=1000)``) fills the index; it is fresh for
 ``dir_cache_ttl`` seconds. Only one listing runs at a time: concurrent callers wait for
-the one in flight and use its result. Every file's attributes sit in a TTL cache that
-the listing fills; an expired entry is refreshed by one ``retrieve`` of that file, never
-by a re-list.
+the one in flight and use its result. A file's attributes are fresh while the listing
+that brought them is, or for ``dir_cache_ttl`` after a ``retrieve`` (or an upload)
+refreshed them; an expired entry is refreshed by one ``retrieve`` of that file, never
+by a re-list. (One listing timestamp for all listed files, and a refresh time only per
+file refreshed since: no per-file timer, which cost ~215 bytes a file.)
 
 Display names come from `orfs.core.names.layout`; the local overlay adds folders made
 by mkdir and files not uploaded yet (a local file at a path hides a remote file there:
@@ -53,7 +55,9 @@ NEGATIVE_TTL = 1.0
 API_DOWN_BACKOFF = 5.0
 # Answers that say something about the request, not about the API's health.
 _ANSWERS = (NotFound, BadRequest, Unauthorized, Forbidden, PayloadTooLarge)
-_HUGE = 10**8
+# Prune expired refresh times when their dict reaches this size (or twice what was
+# left at the last prune).
+_PRUNE_MIN = 1024
 
 
 class Lister(Protocol):
@@ -71,7 +75,9 @@ class Namespace:
         self._ttl = ttl
         self._clock = clock
         self._files: dict[str, RemoteFile] = {}
-        self._fresh: TTLCache[str, bool] = TTLCache(maxsize=_HUGE, ttl=ttl, timer=clock)
+        # id -> clock time of a retrieve/upload after the listing (see is_fresh_file).
+        self._refreshed: dict[str, float] = {}
+        self._refreshed_prune_at = _PRUNE_MIN
         self._negative: TTLCache[tuple[Path, str], bool] = TTLCache(
             maxsize=100_000, ttl=min(ttl, NEGATIVE_TTL), timer=clock)
         self._listed_at: float | None = None
@@ -91,10 +97,31 @@ class Namespace:
     def is_fresh(self) -> bool:
         return self._listed_at is not None and self._clock() - self._listed_at < self._ttl
 
+    def is_fresh_file(self, file_id: str) -> bool:
+        """The attributes of a known file need no retrieve: the listing is fresh, or a
+        retrieve (or upload) refreshed them less than the TTL ago. (A file inserted
+        after the listing expires after it, so a fresh listing covers it too.)"""
+        if file_id not in self._files:
+            return False
+        if self.is_fresh():
+            return True
+        t = self._refreshed.get(file_id)
+        return t is not None and self._clock() - t < self._ttl
+
+    def _mark_refreshed(self, file_id: str) -> None:
+        now = self._clock()
+        self._refreshed[file_id] = now
+        if len(self._refreshed) >= self._refreshed_prune_at:
+            # Expired refresh times say nothing the listing does not: drop them, so the
+            # dict stays as small as the files refreshed within one TTL.
+            self._refreshed = {k: t for k, t in self._refreshed.items()
+                               if now - t < self._ttl}
+            self._refreshed_prune_at = max(_PRUNE_MIN, 2 * len(self._refreshed))
+
     def invalidate(self) -> None:
         """Drop the listing cache (SIGHUP, `orfs refresh`): the next access re-lists."""
         self._listed_at = None
-        self._fresh.clear()
+        self._refreshed.clear()
         self._negative.clear()
 
     async def ensure_fresh(self) -> None:
@@ -149,9 +176,7 @@ class Namespace:
             change(files)
         self.listings += 1
         self._files = files
-        self._fresh.clear()
-        for file_id in files:
-            self._fresh[file_id] = True
+        self._refreshed.clear()  # every file is as fresh as the listing now
         self._listed_at = self._clock()
         self._dirty()
         self._api_answered()
@@ -167,7 +192,7 @@ class Namespace:
         """A file now exists (uploaded through the mount, or retrieved)."""
         old = self._files.get(rf.id)
         self._files[rf.id] = rf
-        self._fresh[rf.id] = True
+        self._mark_refreshed(rf.id)
         if self._in_flight_changes is not None:
             self._in_flight_changes.append(lambda files: files.__setitem__(rf.id, rf))
         if old is None or old.filename != rf.filename or old.created_at != rf.created_at:
@@ -176,7 +201,7 @@ class Namespace:
     def remove(self, file_id: str) -> RemoteFile | None:
         """A file is gone (deleted through the mount, or 404)."""
         rf = self._files.pop(file_id, None)
-        self._fresh.pop(file_id, None)
+        self._refreshed.pop(file_id, None)
         if self._in_flight_changes is not None:
             def drop(files: dict[str, RemoteFile]) -> None:
                 files.pop(file_id, None)
@@ -220,7 +245,7 @@ class Namespace:
     async def fresh_record(self, file_id: str) -> RemoteFile | None:
         """The record, refreshed by one retrieve if its attributes expired; None if gone."""
         rf = self._files.get(file_id)
-        if rf is not None and file_id in self._fresh:
+        if rf is not None and self.is_fresh_file(file_id):
             return rf
         if rf is not None and self.api_down():
             return rf  # the last known attributes; the id's bytes never change

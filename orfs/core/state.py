@@ -157,6 +157,10 @@ class State:
                 if column not in have:
                     self._db.execute(f"ALTER TABLE journal ADD COLUMN {column} REAL")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # Ids that have an override, in memory: readdir asks for every file's
+            # override, and almost none has one (a set lookup instead of a query).
+            self._override_ids: set[str] = {
+                r[0] for r in self._db.execute("SELECT id FROM overrides")}
         for suffix in ("-wal", "-shm"):
             side = self.path.with_name(self.path.name + suffix)
             if side.exists() and side.stat().st_mode & 0o077:
@@ -214,6 +218,8 @@ class State:
     # ---- attribute overrides -------------------------------------------------------
 
     def get_override(self, file_id: str) -> Override | None:
+        if file_id not in self._override_ids:
+            return None
         with self._lock:
             r = self._db.execute(
                 "SELECT mode, mtime_ns, atime_ns FROM overrides WHERE id = ?", (file_id,)
@@ -237,6 +243,7 @@ class State:
                  atime_ns = coalesce(excluded.atime_ns, atime_ns)""",
             (file_id, mode, mtime_ns, atime_ns),
         )
+        self._override_ids.add(file_id)
 
     def move_override(self, old_id: str, new_id: str) -> None:
         """Give ``new_id`` what was set on ``old_id`` (a replaced file keeps it)."""
@@ -257,9 +264,13 @@ class State:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            if row is not None and old_id != new_id:
+                self._override_ids.add(new_id)
+                self._override_ids.discard(old_id)
 
     def drop_override(self, file_id: str) -> None:
         self._run("DELETE FROM overrides WHERE id = ?", (file_id,))
+        self._override_ids.discard(file_id)
 
     # ---- upload journal ------------------------------------------------------------
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import hmac
+import json
 import logging
 import os
 import random
@@ -19,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import anyio.to_thread
 from python_multipart.exceptions import MultipartParseError
@@ -34,13 +36,20 @@ from starlette.types import Scope as AsgiScope
 
 from orfs.emulator.faults import FaultInjector, Pacer
 from orfs.emulator.seed import seed_demo
-from orfs.emulator.sniff import UnsupportedType, sniff_file, sniff_known
-from orfs.emulator.store import DEFAULT_QUOTA, FileRecord, QuotaExceeded, Scope, Store
+from orfs.emulator.sniff import (
+    TextCheck,
+    UnsupportedType,
+    sniff_file,
+    sniff_known,
+    sniff_known_bytes,
+)
+from orfs.emulator.store import DEFAULT_QUOTA, FileRecord, NewFile, QuotaExceeded, Scope, Store
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 API_PREFIX = "/api/v1"
 HOOK_PREFIX = API_PREFIX + "/_emulator"
@@ -52,6 +61,12 @@ MULTIPART_SLACK = 64 * 1024
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 DOWNLOAD_CHUNK = 1024 * 1024
+# Parts this small are sniffed on the event loop (well under a millisecond):
+# a thread hop would cost more than the work.
+INLINE_SNIFF_LIMIT = 64 * 1024
+# The bulk-create hook holds its JSON body in memory: this caps it.
+BULK_BODY_LIMIT = 64 * 1024 * 1024
+FILL_BLOCK = 1024 * 1024
 PROVIDERS = ("openai", "anthropic")
 OPERATIONS = ("list", "retrieve", "upload", "delete", "download")
 
@@ -230,6 +245,7 @@ class ReceivedPart:
     filename: str | None
     content_type: str
     size: int
+    utf8_text: bool  # the verdict of the TextCheck fed while receiving
 
 
 def parse_content_disposition(value: str) -> dict[str, str]:
@@ -297,6 +313,9 @@ class _MultipartSink:
         self.size = 0
         self.too_large = False
         self.finished = False
+        # UTF-8 validated as the bytes arrive (the event loop waits on the
+        # client anyway), so the sniffer need not read the file again.
+        self.text_check = TextCheck()
         self._headers: dict[str, str] = {}
         self._field = bytearray()
         self._value = bytearray()
@@ -350,7 +369,10 @@ class _MultipartSink:
         if self.limit is not None and self.size > self.limit:
             self.too_large = True
             return
-        self.file.write(data[start:end])
+        # Usually the whole chunk, and slicing all of a bytes object copies nothing.
+        part = data[start:end]
+        self.text_check.feed(part)
+        self.file.write(part)
 
     def _part_end(self) -> None:
         if self._in_file and self.file is not None:
@@ -408,7 +430,8 @@ async def receive_file_part(request: Request, store: Store, *, max_size: int | N
         if not sink.filename:
             raise ApiError(400, "the 'file' part has no filename")
         sink.close()
-        return ReceivedPart(path, sink.filename, sink.content_type, sink.size)
+        return ReceivedPart(path, sink.filename, sink.content_type, sink.size,
+                            sink.text_check.finish())
     except BaseException:
         sink.close()
         path.unlink(missing_ok=True)
@@ -470,7 +493,8 @@ async def upload_file(request: Request, state: EmulatorState) -> Response:
         if part.size == 0:
             raise ApiError(400, "empty files are not accepted")
         try:
-            mime = await anyio.to_thread.run_sync(sniff_file, part.path)
+            mime = await _sniff(functools.partial(sniff_file, utf8_text=part.utf8_text),
+                                part.path, part.size)
         except UnsupportedType as e:
             raise ApiError(400, str(e)) from None
         assert part.filename is not None
@@ -591,9 +615,9 @@ async def create_output(request: Request, state: EmulatorState) -> Response:
     part = await receive_file_part(request, store, max_size=None,
                                    quota_left=store.remaining(scope), pacer=Pacer(None))
     try:
-        mime = await anyio.to_thread.run_sync(sniff_known, part.path) if part.size else None
-        declared = part.content_type.split(";")[0].strip()
-        mime = mime or declared or "application/octet-stream"
+        sniff = functools.partial(sniff_known, utf8_text=part.utf8_text)
+        mime = await _sniff(sniff, part.path, part.size) if part.size else None
+        mime = mime or _declared_type(part.content_type)
         assert part.filename is not None
         try:
             rec = store.add(scope, part.path, filename=part.filename, mime_type=mime,
@@ -603,6 +627,131 @@ async def create_output(request: Request, state: EmulatorState) -> Response:
     finally:
         part.path.unlink(missing_ok=True)
     return JSONResponse(file_json(rec, shape))
+
+
+async def create_outputs_bulk(request: Request, state: EmulatorState) -> Response:
+    """Many server-side outputs in one request and one transaction (tests, benchmarks).
+
+    Body: ``{"files": [{"filename": str, "content_b64": str}
+    | {"filename": str, "size": int, "fill": str}, ...]}`` (``fill`` defaults to
+    ``"x"``, repeated to ``size`` bytes; each entry may add ``content_type``, the
+    type used when sniffing knows none). All are created, in order, or none.
+    """
+    scope, shape = _scope_and_shape(request)
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > BULK_BODY_LIMIT:
+        raise ApiError(413, f"bulk body too large: the limit is {BULK_BODY_LIMIT} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > BULK_BODY_LIMIT:
+            raise ApiError(413, f"bulk body too large: the limit is {BULK_BODY_LIMIT} bytes")
+    try:
+        records = await anyio.to_thread.run_sync(_create_bulk, state.store, scope, body)
+    except QuotaExceeded as e:
+        raise ApiError(403, str(e)) from None
+    log.debug("bulk outputs %s: %d files", scope, len(records))
+    return JSONResponse({"data": [file_json(r, shape) for r in records]})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _BulkEntry:
+    filename: str
+    content: bytes | None  # None: ``size`` bytes of ``fill``
+    size: int
+    fill: bytes
+    content_type: str
+
+
+_BULK_KEYS = frozenset({"filename", "content_b64", "size", "fill", "content_type"})
+
+
+def _bulk_entries(body: bytes | bytearray) -> list[_BulkEntry]:
+    """The validated entries of a bulk body; ApiError 400 naming the first bad one."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "expected a JSON body {\"files\": [...]}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
+        raise ApiError(400, "expected a JSON body {\"files\": [...]}")
+    entries = []
+    for i, item in enumerate(doc["files"]):
+        where = f"files[{i}]"
+        if not isinstance(item, dict):
+            raise ApiError(400, f"{where}: expected an object")
+        unknown = set(item) - _BULK_KEYS
+        if unknown:
+            raise ApiError(400, f"{where}: unknown keys {sorted(unknown)}")
+        filename = item.get("filename")
+        if not isinstance(filename, str) or not filename:
+            raise ApiError(400, f"{where}: filename must be a non-empty string")
+        content_type = item.get("content_type", "")
+        if not isinstance(content_type, str):
+            raise ApiError(400, f"{where}: content_type must be a string")
+        if ("content_b64" in item) == ("size" in item):
+            raise ApiError(400, f"{where}: give either content_b64 or size (with fill)")
+        if "content_b64" in item:
+            if "fill" in item:
+                raise ApiError(400, f"{where}: fill goes with size, not content_b64")
+            try:
+                content = base64.b64decode(item["content_b64"], validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                raise ApiError(400, f"{where}: content_b64 is not valid base64") from None
+            entries.append(_BulkEntry(filename, content, len(content), b"", content_type))
+            continue
+        size, fill = item["size"], item.get("fill", "x")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ApiError(400, f"{where}: size must be a non-negative integer")
+        if not isinstance(fill, str) or not fill:
+            raise ApiError(400, f"{where}: fill must be a non-empty string")
+        entries.append(_BulkEntry(filename, None, size, fill.encode(), content_type))
+    return entries
+
+
+def _write_fill(path: Path, fill: bytes, size: int) -> None:
+    """``size`` bytes of ``fill`` repeated, in blocks (never the whole file in memory)."""
+    block = fill * max(1, FILL_BLOCK // len(fill))  # whole repetitions: blocks join up
+    with path.open("xb") as f:
+        left = size
+        while left > 0:
+            left -= f.write(block[:left])
+
+
+def _create_bulk(store: Store, scope: Scope, body: bytes | bytearray) -> list[FileRecord]:
+    """Parse, write, sniff and store a bulk request (in a worker thread)."""
+    entries = _bulk_entries(body)
+    needed = sum(e.size for e in entries)
+    if needed > store.remaining(scope):  # before writing anything
+        raise QuotaExceeded(f"workspace storage quota exceeded: the files need {needed} bytes,"
+                            f" {store.remaining(scope)} left")
+    temps: list[Path] = []
+    try:
+        new = []
+        for e in entries:
+            temps.append(temp := store.temp_path())
+            if e.content is not None:
+                with temp.open("xb") as f:
+                    f.write(e.content)
+                mime = sniff_known_bytes(e.content) if e.size else None
+            else:
+                _write_fill(temp, e.fill, e.size)
+                mime = sniff_known(temp) if e.size else None
+            new.append(NewFile(temp, e.filename, mime or _declared_type(e.content_type), e.size))
+        return store.add_many(scope, new, downloadable=True)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+
+
+def _declared_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip() or "application/octet-stream"
+
+
+async def _sniff(fn: Callable[[Path], _T], path: Path, size: int) -> _T:
+    """``fn(path)``, on the event loop for small files, else in a worker thread."""
+    if size <= INLINE_SNIFF_LIMIT:
+        return fn(path)
+    return await anyio.to_thread.run_sync(fn, path)
 
 
 async def get_stats(request: Request, state: EmulatorState) -> Response:
@@ -673,6 +822,7 @@ def create_app(config: EmulatorConfig) -> Starlette:
         Route(files + "/{file_id}/content", _operation("download", download_file),
               methods=["GET"]),
         Route(HOOK_PREFIX + "/outputs", _hook(create_output), methods=["POST"]),
+        Route(HOOK_PREFIX + "/outputs/bulk", _hook(create_outputs_bulk), methods=["POST"]),
         Route(HOOK_PREFIX + "/stats", _hook(get_stats), methods=["GET"]),
         Route(HOOK_PREFIX + "/reset-stats", _hook(reset_stats), methods=["POST"]),
     ]

@@ -5,7 +5,14 @@ and UTF-8 text; text is reported by its structure. Everything is read from the
 temporary file the upload was streamed into, in bounded chunks, so memory stays
 flat whatever the size.
 
+Text costs two cheap passes: the whole file is checked to be UTF-8 without
+binary control characters at C speed (about 1 GB/s), and the structure is
+judged in Python from a bounded prefix only, so a 100 MiB upload is limited by
+the network and the disk, not by classification.
+
 Known limits (documented in docs/EMULATOR.md):
+- NDJSON, markdown and CSV are judged from the first ``PREFIX_SIZE`` bytes (cut
+  after their last newline); what follows does not change the verdict;
 - a text file counts as JSON only when its top level is an object or array;
   texts larger than ``JSON_FULL_PARSE_LIMIT`` are not parsed whole: they count
   as JSON when they start with ``{``/``[`` and end with the matching bracket;
@@ -15,12 +22,13 @@ Known limits (documented in docs/EMULATOR.md):
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from filetype.types import archive, audio, image
 
@@ -35,12 +43,16 @@ MARKDOWN = "text/markdown"
 PLAIN = "text/plain"
 
 HEADER_SIZE = 8192
-CHUNK_SIZE = 1024 * 1024
+CHUNK_SIZE = 1024 * 1024  # reads of the whole-file UTF-8 pass
+# The structure (NDJSON, markdown, CSV) is judged from this much of the start.
+PREFIX_SIZE = 1024 * 1024
+# Reads from the end when looking for the last character of a large text.
+TAIL_BLOCK = 64 * 1024
 # Whole-document JSON validation holds the decoded text in memory; above this
 # size the structure check falls back to the bracket heuristic.
 JSON_FULL_PARSE_LIMIT = 4 * 1024 * 1024
-# A line longer than this is not inspected (and rules out NDJSON and CSV), so a
-# file without newlines cannot make the classifier hold it whole.
+# A line longer than this is not inspected (and rules out NDJSON and CSV); a
+# first line longer than the prefix counts as one such line.
 LINE_LIMIT = 1024 * 1024
 CONTENT_TYPES_LIMIT = 1024 * 1024
 
@@ -67,7 +79,9 @@ _OOXML_DIRS = (("word/", DOCX), ("xl/", XLSX), ("ppt/", PPTX))
 
 # C0 controls that do not occur in text (tab, newlines, form feed, backspace
 # and escape do: logs and terminal captures carry them).
-_BINARY_CONTROLS = re.compile(r"[\x00-\x07\x0e-\x1a\x1c-\x1f]")
+_BINARY_CONTROL_BYTES = bytes([*range(0x00, 0x08), *range(0x0e, 0x1b), *range(0x1c, 0x20)])
+# A quoted stretch of a CSV line: from a quote to the next one, or to the end.
+_QUOTED = re.compile(r'"[^"]*(?:"|\Z)')
 _CSV_DELIMITERS = (",", ";", "\t", "|")
 _MD_STRONG = re.compile(
     r"^(#{1,6}\s+\S|```|~~~)"  # heading, code fence
@@ -80,22 +94,30 @@ class UnsupportedType(Exception):
     """The content is none of the accepted types."""
 
 
-def sniff_file(path: Path) -> str:
+def sniff_file(path: Path, *, utf8_text: bool | None = None) -> str:
     """The MIME type the service would report for this content.
 
+    ``utf8_text``: the verdict of a TextCheck fed the same bytes as they were
+    received (spares the whole-file pass); None: check the file here.
     Raises UnsupportedType when the content is not an accepted type.
     """
     with path.open("rb") as f:
-        header = f.read(HEADER_SIZE)
+        return sniff_stream(f, utf8_text=utf8_text)
+
+
+def sniff_stream(f: BinaryIO, *, utf8_text: bool | None = None) -> str:
+    """sniff_file on an open, seekable binary file (a file, or BytesIO of small content)."""
+    f.seek(0)
+    header = f.read(HEADER_SIZE)
     for matcher, mime in _MAGIC:
         if matcher.match(header):
             return str(mime)
     if header.startswith(b"PK"):
-        office = _sniff_ooxml(path)
+        office = _sniff_ooxml(f)
         if office is not None:
             return office
         raise UnsupportedType("unsupported file type: a zip archive that is not DOCX/XLSX/PPTX")
-    text = classify_text(path)
+    text = classify_stream(f, utf8_text=utf8_text)
     if text is None:
         raise UnsupportedType(
             "unsupported file type: expected PDF, PNG, JPEG, GIF, WebP, DOCX, XLSX, "
@@ -104,25 +126,33 @@ def sniff_file(path: Path) -> str:
     return text
 
 
-def sniff_known(path: Path) -> str | None:
+def sniff_known(path: Path, *, utf8_text: bool | None = None) -> str | None:
     """Like sniff_file, but None instead of raising (for server-side outputs)."""
     try:
-        return sniff_file(path)
+        return sniff_file(path, utf8_text=utf8_text)
     except UnsupportedType:
         return None
 
 
-def _sniff_ooxml(path: Path) -> str | None:
+def sniff_known_bytes(data: bytes) -> str | None:
+    """sniff_known of small in-memory content (no file to open)."""
+    try:
+        return sniff_stream(io.BytesIO(data))
+    except UnsupportedType:
+        return None
+
+
+def _sniff_ooxml(f: BinaryIO) -> str | None:
     """DOCX/XLSX/PPTX from the package's [Content_Types].xml, else its folders."""
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(f) as z:
             names = z.namelist()
             if "[Content_Types].xml" not in names:
                 return None
             info = z.getinfo("[Content_Types].xml")
             if info.file_size <= CONTENT_TYPES_LIMIT:
-                with z.open(info) as f:
-                    types = f.read(CONTENT_TYPES_LIMIT).decode("utf-8", "replace")
+                with z.open(info) as part:
+                    types = part.read(CONTENT_TYPES_LIMIT).decode("utf-8", "replace")
                 for marker, mime in _OOXML_MAIN_TYPES:
                     if marker in types:
                         return mime
@@ -136,7 +166,7 @@ def _sniff_ooxml(path: Path) -> str | None:
 
 @dataclass
 class _TextStats:
-    """What one streaming pass over a text learns about its structure."""
+    """What the lines of a text's prefix tell about its structure."""
 
     lines: int = 0  # non-empty lines
     ndjson: bool = True
@@ -146,8 +176,6 @@ class _TextStats:
     csv_ok: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(_CSV_DELIMITERS, True))
     md_strong: bool = False
     md_list_items: int = 0
-    first_char: str = ""
-    last_char: str = ""
 
     def add_line(self, line: str) -> None:
         line = line.rstrip("\r")
@@ -159,10 +187,11 @@ class _TextStats:
                 json.loads(line)
             except ValueError:
                 self.ndjson = False
+        unquoted = _unquoted(line)
         for d in _CSV_DELIMITERS:
             if not self.csv_ok[d]:
                 continue
-            n = _count_unquoted(line, d)
+            n = unquoted.count(d)
             expected = self.csv_counts[d]
             if expected is None:
                 self.csv_counts[d] = n
@@ -179,13 +208,6 @@ class _TextStats:
         self.ndjson = False
         self.csv_ok = dict.fromkeys(_CSV_DELIMITERS, False)
 
-    def note_chars(self, text: str) -> None:
-        stripped = text.strip()
-        if stripped:
-            if not self.first_char:
-                self.first_char = stripped[0]
-            self.last_char = stripped[-1]
-
     def is_csv(self) -> bool:
         if self.lines < 2:
             return False
@@ -195,72 +217,133 @@ class _TextStats:
         return self.md_strong or self.md_list_items >= 2
 
 
-def _count_unquoted(line: str, delimiter: str) -> int:
-    if '"' not in line:
-        return line.count(delimiter)
-    count, quoted = 0, False
-    for ch in line:
-        if ch == '"':
-            quoted = not quoted
-        elif ch == delimiter and not quoted:
-            count += 1
-    return count
+def _unquoted(line: str) -> str:
+    """The line without its quoted stretches: a ``"`` opens one, the next closes it.
+
+    Same as toggling a flag at each quote (an unclosed quote runs to the end), as
+    ``""`` inside a quoted field closes and reopens it; one C-level pass.
+    """
+    return _QUOTED.sub("", line) if '"' in line else line
 
 
-def classify_text(path: Path) -> str | None:
+class TextCheck:
+    """Whether a byte stream, fed in chunks, is UTF-8 without binary control characters.
+
+    At C speed (about 1 GB/s): the control characters are ASCII, which UTF-8
+    never uses inside a multi-byte sequence, so they are looked for in the raw
+    bytes (``bytes.translate`` deleting them changes the length); the
+    incremental decoder validates the encoding across chunk edges. Once the
+    answer is no, feeding costs nothing (binary files fail on their first bytes).
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self.ok = True
+
+    def feed(self, data: bytes) -> None:
+        if not self.ok:
+            return
+        if len(data.translate(None, _BINARY_CONTROL_BYTES)) != len(data):
+            self.ok = False
+            return
+        try:
+            self._decoder.decode(data)
+        except UnicodeDecodeError:
+            self.ok = False
+
+    def finish(self) -> bool:
+        """The verdict, once every byte has been fed."""
+        if self.ok:
+            try:
+                self._decoder.decode(b"", final=True)  # a truncated character at the end
+            except UnicodeDecodeError:
+                self.ok = False
+        return self.ok
+
+
+def is_utf8_text(f: BinaryIO) -> bool:
+    """Whether the whole file is UTF-8 without binary control characters."""
+    check = TextCheck()
+    f.seek(0)
+    while check.ok and (chunk := f.read(CHUNK_SIZE)):
+        check.feed(chunk)
+    return check.finish()
+
+
+def _read_prefix(f: BinaryIO, size: int) -> tuple[str, bool]:
+    """The text of the first PREFIX_SIZE bytes cut after their last newline, and
+    whether that is the whole file. No newline in them: ("", False), one over-long
+    line. Only called on validated UTF-8, so the cut never splits a character."""
+    f.seek(0)
+    head = f.read(PREFIX_SIZE)
+    whole = size <= PREFIX_SIZE
+    if not whole:
+        cut = head.rfind(b"\n")
+        head = head[:cut + 1] if cut >= 0 else b""
+    return head.decode("utf-8").removeprefix("\ufeff"), whole
+
+
+def _first_char(f: BinaryIO) -> str:
+    """The first non-whitespace character of the file ('' if none), a BOM skipped."""
+    decoder = codecs.getincrementaldecoder("utf-8")("ignore")
+    f.seek(0)
+    start = True
+    while block := f.read(TAIL_BLOCK):
+        text = decoder.decode(block)
+        if start and text:
+            text, start = text.removeprefix("\ufeff"), False
+        if stripped := text.lstrip():
+            return stripped[0]
+    return ""
+
+
+def _last_char(f: BinaryIO, size: int) -> str:
+    """The last non-whitespace character of the file ('' if none), read from the end."""
+    end = size
+    while end > 0:
+        start = max(0, end - TAIL_BLOCK)
+        f.seek(start)
+        # The block may start inside a character: drop those bytes (the file was
+        # validated, so nothing else is lost).
+        tail = f.read(end - start).decode("utf-8", "ignore").rstrip()
+        if tail:
+            return tail[-1]
+        end = start
+    return ""
+
+
+def classify_text(path: Path, *, utf8_text: bool | None = None) -> str | None:
+    """classify_stream on a file."""
+    with path.open("rb") as f:
+        return classify_stream(f, utf8_text=utf8_text)
+
+
+def classify_stream(f: BinaryIO, *, utf8_text: bool | None = None) -> str | None:
     """The text type of a UTF-8 file, or None when it is not UTF-8 text.
 
-    One pass, chunk by chunk, through an incremental decoder.
+    UTF-8 validity is checked over the whole file (``is_utf8_text``, unless
+    ``utf8_text`` already tells, from a TextCheck fed while receiving); the
+    structure is judged from the first PREFIX_SIZE bytes, cut at a line
+    boundary, plus the whole file for JSON (parsed whole up to
+    JSON_FULL_PARSE_LIMIT bytes, else judged by its first and last characters).
     """
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    if not (is_utf8_text(f) if utf8_text is None else utf8_text):
+        return None
+    size = f.seek(0, io.SEEK_END)
+    text, whole = _read_prefix(f, size)
     stats = _TextStats()
-    whole: list[str] | None = []  # kept while small enough to parse as one JSON document
-    whole_size = 0
-    pending = ""  # the start of a line whose newline has not arrived yet
-    skipping = False  # inside an over-long line: discard until its newline
-    first = True
-    with path.open("rb") as f:
-        while True:
-            chunk = f.read(CHUNK_SIZE)
-            try:
-                text = decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError:
-                return None
-            if first and text:
-                text = text.removeprefix("\ufeff")
-                first = False
-            if _BINARY_CONTROLS.search(text):
-                return None
-            stats.note_chars(text)
-            if whole is not None:
-                whole_size += len(text)
-                if whole_size > JSON_FULL_PARSE_LIMIT:
-                    whole = None
-                else:
-                    whole.append(text)
-            pos = 0
-            while (nl := text.find("\n", pos)) >= 0:
-                line = pending + text[pos:nl]
-                if skipping or len(line) > LINE_LIMIT:
-                    stats.add_long_line()
-                else:
-                    stats.add_line(line)
-                pending, skipping, pos = "", False, nl + 1
-            if not skipping:
-                pending += text[pos:]
-                if len(pending) > LINE_LIMIT:
-                    pending, skipping = "", True
-            if not chunk:
-                break
-    if skipping:
-        stats.add_long_line()
-    elif pending:
-        stats.add_line(pending)
+    for line in text.split("\n"):
+        if len(line) > LINE_LIMIT:
+            stats.add_long_line()
+        else:
+            stats.add_line(line)
+    if not whole and not text:
+        stats.add_long_line()  # a first line longer than the prefix
     if stats.lines == 0:
         return PLAIN  # whitespace only (empty files never get here)
     if stats.lines >= 2 and stats.ndjson:
         return NDJSON
-    if _looks_like_json(whole, stats):
+    if _looks_like_json(f, size, text):
         return JSON
     if stats.is_markdown():
         return MARKDOWN
@@ -269,13 +352,19 @@ def classify_text(path: Path) -> str | None:
     return PLAIN
 
 
-def _looks_like_json(whole: list[str] | None, stats: _TextStats) -> bool:
-    if stats.first_char not in ("{", "["):
+def _looks_like_json(f: BinaryIO, size: int, prefix: str) -> bool:
+    stripped = prefix.lstrip()
+    if stripped:
+        first = stripped[0]
+    else:  # no whole line in the prefix: look at the raw start
+        first = _first_char(f)
+    if first not in ("{", "["):
         return False
-    if whole is None:
-        return (stats.first_char, stats.last_char) in (("{", "}"), ("[", "]"))
+    if size > JSON_FULL_PARSE_LIMIT:
+        return (first, _last_char(f, size)) in (("{", "}"), ("[", "]"))
+    f.seek(0)
     try:
-        value = json.loads("".join(whole))
+        value = json.loads(f.read().decode("utf-8").removeprefix("\ufeff"))
     except ValueError:
         return False
     return isinstance(value, dict | list)

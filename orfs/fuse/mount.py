@@ -22,15 +22,15 @@ import pyfuse3
 import trio
 
 from orfs.api.client import FilesClient
-from orfs.api.retry import INTERACTIVE_RETRY
 from orfs.api.credentials import ENV_VAR, ApiKey, ApiKeyError, read_api_key
 from orfs.api.errors import ApiError, Forbidden, Unauthorized, Unreachable
+from orfs.api.retry import INTERACTIVE_RETRY
 from orfs.config import MountConfig
 from orfs.core.content import ContentCache
 from orfs.core.fs import Filesystem
 from orfs.core.state import State, make_private_dir
 from orfs.fuse.ops import Operations
-from orfs.fuse.tuning import tune_after_init, tune_http_reads
+from orfs.fuse.tuning import tune_after_init, tune_h11_body_reads, tune_http_reads
 from orfs.notify import notify_ready, notify_stopping
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ def _serve(config: MountConfig, mountpoint: Path, key: ApiKey, notify_fd: int | 
 async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
                 notify_fd: int | None) -> None:
     tune_http_reads()  # larger socket reads for downloads (tuning.py)
+    tune_h11_body_reads()  # and fewer copies of what they bring
     try:
         client = FilesClient(config.api_base, key, workspace=config.workspace,
                              provider=config.provider, chunked_upload=config.chunked_upload,

@@ -202,7 +202,7 @@ async def test_upload_of_20_mib_streams_in_small_memory(
     # The emulator runs in this process, so tracemalloc would count its content
     # sniffer too (which reads text in large blocks); measure the client alone.
     import orfs.emulator.app
-    monkeypatch.setattr(orfs.emulator.app, "sniff_file", lambda path: "text/plain")
+    monkeypatch.setattr(orfs.emulator.app, "sniff_file", lambda path, **_: "text/plain")
     body, opens = text_body(20 * MiB)
     tracemalloc.start()
     try:

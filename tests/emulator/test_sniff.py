@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from orfs.emulator import sniff
 from tests.emulator.conftest import InProcess
@@ -94,3 +98,125 @@ def test_text_classification_edges(tmp_path: Path, text: bytes, mime: str) -> No
     p = tmp_path / "t"
     p.write_bytes(text)
     assert sniff.classify_text(p) == mime
+
+
+# -- the fast paths: whole-file UTF-8 check, structure from a bounded prefix --------------
+
+
+def _toggle_count(line: str, delimiter: str) -> int:
+    """The reference: a flag toggled at each quote, delimiters counted outside."""
+    count, quoted = 0, False
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == delimiter and not quoted:
+            count += 1
+    return count
+
+
+@hypothesis.given(st.text(alphabet='",;|\tab "', max_size=40))
+def test_unquoted_counts_like_toggling_at_each_quote(line: str) -> None:
+    for d in (",", ";", "\t", "|"):
+        assert sniff._unquoted(line).count(d) == _toggle_count(line, d)
+
+
+@hypothesis.given(st.binary(max_size=64), st.integers(min_value=1, max_value=9))
+def test_text_check_in_chunks_agrees_with_decoding_whole(data: bytes, step: int) -> None:
+    check = sniff.TextCheck()
+    for i in range(0, len(data), step):
+        check.feed(data[i:i + step])
+    try:
+        text = data.decode("utf-8")
+        expected = not re.search(r"[\x00-\x07\x0e-\x1a\x1c-\x1f]", text)
+    except UnicodeDecodeError:
+        expected = False
+    assert check.finish() == expected
+
+
+def test_structure_comes_from_the_prefix_cut_at_a_line(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sniff, "PREFIX_SIZE", 64)
+    p = tmp_path / "t"
+    # Consistent CSV for the first 64 bytes (the cut falls inside a row, which is
+    # dropped); what follows does not change the verdict.
+    rows = b"".join(b"%d,name %d,x\n" % (i, i) for i in range(8))
+    assert len(rows) > 64
+    p.write_bytes(rows + b"no delimiters here\n# not a heading that counts\n")
+    assert sniff.classify_text(p) == sniff.CSV
+    p.write_bytes(b'{"a": 1}\n' * 8 + b"not json\n")
+    assert sniff.classify_text(p) == sniff.NDJSON
+    p.write_bytes(b"plain words\n" * 8 + b"# Heading\n")
+    assert sniff.classify_text(p) == sniff.PLAIN
+
+
+def test_utf8_is_checked_past_the_prefix(tmp_path: Path) -> None:
+    p = tmp_path / "t"
+    body = b"a,b,c\n" * (sniff.PREFIX_SIZE // 6 + 1000)
+    for tail in (b"\xff\n", b"nul\x00\n", b"ok \xe2\x98"):
+        p.write_bytes(body + tail)
+        assert sniff.classify_text(p) is None, tail
+        with pytest.raises(sniff.UnsupportedType):
+            sniff.sniff_file(p)
+    p.write_bytes(body + "snow \u2603\n".encode())
+    assert sniff.sniff_file(p) == sniff.CSV
+
+
+def test_a_first_line_longer_than_the_prefix(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sniff, "PREFIX_SIZE", 16)
+    monkeypatch.setattr(sniff, "TAIL_BLOCK", 4)
+    p = tmp_path / "t"
+    doc = '\ufeff  {"k": ["a", "b", "c", "d", "\u00e9\u00e9\u00e9"]}'.encode()
+    p.write_bytes(doc + b" \n")
+    assert sniff.classify_text(p) == sniff.JSON  # parsed whole (small)
+    monkeypatch.setattr(sniff, "JSON_FULL_PARSE_LIMIT", 16)
+    # By its brackets, the last one found behind whitespace longer than a tail block
+    # and multi-byte characters on the block edges.
+    p.write_bytes(doc + " \n\u3000\t  \n".encode() * 3)
+    assert sniff.classify_text(p) == sniff.JSON
+    p.write_bytes(doc + "\u00e9\n".encode())
+    assert sniff.classify_text(p) == sniff.PLAIN
+    p.write_bytes(b"x" * 40 + b"\n")
+    assert sniff.classify_text(p) == sniff.PLAIN
+
+
+def test_a_blank_prefix_is_plain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A documented approximation: the structure is judged from the prefix only.
+    monkeypatch.setattr(sniff, "PREFIX_SIZE", 16)
+    p = tmp_path / "t"
+    p.write_bytes(b"\n" * 20 + b"a,b\n1,2\n")
+    assert sniff.classify_text(p) == sniff.PLAIN
+
+
+@pytest.mark.parametrize(("name", "data", "mime"), ACCEPTED, ids=[a[0] for a in ACCEPTED])
+def test_sniff_known_bytes_agrees_with_the_file_sniffer(name: str, data: bytes,
+                                                        mime: str) -> None:
+    assert sniff.sniff_known_bytes(data) == mime
+
+
+@pytest.mark.parametrize(("name", "data"), REJECTED, ids=[r[0] for r in REJECTED])
+def test_sniff_known_bytes_of_rejected_content_is_none(name: str, data: bytes) -> None:
+    assert sniff.sniff_known_bytes(data) is None
+
+
+async def test_upload_checks_utf8_as_it_arrives(emu: InProcess) -> None:
+    body = b"a,b\n" * (sniff.PREFIX_SIZE // 4 + 10)
+    r = await emu.upload("bad.csv", body + b"\xc3(\n")
+    assert r.status_code == 400 and "unsupported file type" in r.json()["error"]["message"]
+    r = await emu.upload("good.csv", body + "\u00e9,\u00e8\n".encode())
+    assert r.status_code == 200 and r.json()["mime_type"] == sniff.CSV
+    out = await emu.output("bad.out", body + b"\xc3(\n", content_type="text/x-mine")
+    assert out["mime_type"] == "text/x-mine"
+
+
+def test_large_text_is_classified_at_c_speed(tmp_path: Path) -> None:
+    # 32 MiB of quoted CSV took ~5 s when every line was classified in Python.
+    row = b'"1","name, with a comma","city","1.50","a ""quoted"" comment"\n'
+    p = tmp_path / "big.csv"
+    with p.open("wb") as f:
+        block = row * (1024 * 1024 // len(row))
+        for _ in range(32):
+            f.write(block)
+    t0 = time.perf_counter()
+    assert sniff.sniff_file(p) == sniff.CSV
+    assert time.perf_counter() - t0 < 2.0

@@ -44,8 +44,11 @@ def test_16_writers_and_16_readers_for_60_s(rig: Rig) -> None:
     outputs = {f"o{i:02}.bin": os.urandom(rng.randrange(256 * 1024, 4 * MiB)) for i in range(48)}
     for name, data in outputs.items():
         emu.create_output(name, data, workspace_id=ws)
-    # A cache smaller than the outputs: readers keep evicting and re-downloading.
-    m = rig.mount(emu, "--cache-max-size", "48M", workspace=ws)
+    # A cache smaller than outputs + written files, so entries keep being evicted and
+    # re-downloaded, yet larger than what 16 readers pin at once (16 x 4 MiB): a file
+    # written here is readable back only while its bytes are cached (the API does not
+    # serve uploads), and an entry evicted the moment it is adopted could not be.
+    m = rig.mount(emu, "--cache-max-size", "160M", workspace=ws)
     assert m.proc is not None
     pid = m.proc.pid
     digests = {n: hashlib.sha256(d).digest() for n, d in outputs.items()}
