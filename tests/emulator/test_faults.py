@@ -75,7 +75,7 @@ async def test_latency_is_added_to_operations_not_hooks(make_emu: MakeEmu) -> No
     assert time.monotonic() - t >= 0.3
     t = time.monotonic()
     await emu.client.get("_emulator/stats")
-    assert time.monotonic() - t < 0.1
+    assert time.monotonic() - t < 0.15  # hooks get no added latency
 
 
 async def test_bandwidth_caps_downloads(make_emu: MakeEmu) -> None:

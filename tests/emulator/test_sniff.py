@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import hypothesis
@@ -209,14 +208,13 @@ async def test_upload_checks_utf8_as_it_arrives(emu: InProcess) -> None:
     assert out["mime_type"] == "text/x-mine"
 
 
-def test_large_text_is_classified_at_c_speed(tmp_path: Path) -> None:
-    # 32 MiB of quoted CSV took ~5 s when every line was classified in Python.
+def test_large_quoted_csv_is_classified_as_csv(tmp_path: Path) -> None:
+    # The structure is judged from a bounded prefix; quoted fields with commas and
+    # doubled quotes must not break the delimiter count. (Speed: scripts/emulator_bench.py.)
     row = b'"1","name, with a comma","city","1.50","a ""quoted"" comment"\n'
     p = tmp_path / "big.csv"
     with p.open("wb") as f:
         block = row * (1024 * 1024 // len(row))
         for _ in range(32):
             f.write(block)
-    t0 = time.perf_counter()
     assert sniff.sniff_file(p) == sniff.CSV
-    assert time.perf_counter() - t0 < 2.0
