@@ -33,6 +33,9 @@ class MountConfig:
     kernel_ttl: float = 1.0
     # Seconds an upload of a temporary-looking name waits for a rename (issue 4).
     temp_grace: float = 2.0
+    # False (--no-xattr): getxattr/listxattr answer ENOSYS, so the kernel stops sending
+    # them (ls -l asks two per file); the status is then read from <mnt>/.orfs-status.
+    xattrs: bool = True
 
     def cache_root(self) -> Path:
         """The cache directory of this API base + workspace + provider."""

@@ -384,7 +384,8 @@ class Emulator:
     # the direct baselines
 
     def download(self, file_id: str) -> tuple[float, float, int]:
-        """A streamed download to nowhere: (time to first chunk, seconds, bytes)."""
+        """A streamed download to nowhere: (time until the first 128 KiB had arrived,
+        what the reader's first read waits for through the mount; seconds; bytes)."""
         ttfb = 0.0
         total = 0
         t0 = time.perf_counter()
@@ -392,10 +393,11 @@ class Emulator:
                                 headers={"Accept": "application/octet-stream"}) as r:
             r.raise_for_status()
             for chunk in r.iter_raw():
-                if not total:
-                    ttfb = time.perf_counter() - t0
                 total += len(chunk)
-        return ttfb, time.perf_counter() - t0, total
+                if not ttfb and total >= FIRST_READ:
+                    ttfb = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        return ttfb or seconds, seconds, total
 
     def upload(self, path: Path, name: str) -> tuple[float, str]:
         """A multipart upload streamed from disk: (seconds, file id)."""
@@ -574,7 +576,7 @@ class Bench:
 
     @contextlib.contextmanager
     def orfs_mount(self, label: str, emu: Emulator | None = None,
-                   cache: Path | None = None) -> Iterator[Path]:
+                   cache: Path | None = None, extra: tuple[str, ...] = ()) -> Iterator[Path]:
         """A fresh `orfs mount -f`; its cache is `cache` or a new empty directory."""
         if self.mount_broken:
             raise BenchError(f"the mount did not work earlier: {self.mount_broken}")
@@ -583,7 +585,7 @@ class Bench:
         fresh_cache = cache is None
         cache = cache or self.fresh_dir("cache")
         argv = [PYTHON, "-m", "orfs", "mount", str(mnt), "--api-base", emu.url,
-                "--cache-dir", str(cache), "-f", *self.mount_args]
+                "--cache-dir", str(cache), "-f", *self.mount_args, *extra]
         mount = Mount(argv, mnt, mnt.with_name(mnt.name + ".log"), self.env)
         try:
             mount.__enter__()
@@ -719,9 +721,10 @@ class Bench:
             row.notes.append(f"upload requests per cp: {uploads}")
             row.checks["one upload per cp"] = all(n == 1 for n in uploads)
 
-    def listing(self, ls: Row, stat: Row) -> None:
+    def listing(self, ls: Row, stat: Row, ls_nox: Row) -> None:
         """`ls -l` of N files in a fresh mount vs a direct paginated listing, then `stat`
-        of every name in the same mount, counting requests (a workspace of its own)."""
+        of every name in the same mount, counting requests (a workspace of its own);
+        then `ls -l` again in mounts made with --no-xattr."""
         n = self.plan.many
         emu = self.start_emulator("many")
         names = [f"f{i:05d}.txt" for i in range(n)]
@@ -732,25 +735,32 @@ class Bench:
         name_file.write_text("\n".join(names) + "\n")
         pages = -(-n // 1000)
         counts: list[dict[str, int]] = []
+        counts_nox: list[dict[str, int]] = []
         stat_seconds: list[float] = []
 
-        def direct() -> None:
-            seconds, got_pages, files = emu.list_all()
-            if files != n or got_pages != pages:
-                raise BenchError(f"the direct listing gave {files} files in {got_pages} pages")
-            ls.baseline.append(seconds)
+        def direct(row: Row) -> Callable[[], None]:
+            def run() -> None:
+                seconds, got_pages, files = emu.list_all()
+                if files != n or got_pages != pages:
+                    raise BenchError(f"the direct listing gave {files} files in"
+                                     f" {got_pages} pages")
+                row.baseline.append(seconds)
+            return run
+
+        def timed_ls(mnt: Path, row: Row) -> None:
+            emu.reset_stats()
+            t0 = time.perf_counter()
+            done = subprocess.run(["ls", "-l", str(mnt)], capture_output=True,
+                                  timeout=TOOL_TIMEOUT)
+            row.orfs.append(time.perf_counter() - t0)
+            entries = done.stdout.count(b"\n") - 1  # less the "total" line
+            if done.returncode != 0 or entries != n:
+                raise BenchError(f"ls -l exited {done.returncode} with {entries} entries"
+                                 f" of {n}: {done.stderr.decode(errors='replace')[-300:]}")
 
         def through_orfs() -> None:
             with self.orfs_mount(f"ls -l of {n:,} files", emu=emu) as mnt:
-                emu.reset_stats()
-                t0 = time.perf_counter()
-                done = subprocess.run(["ls", "-l", str(mnt)], capture_output=True,
-                                      timeout=TOOL_TIMEOUT)
-                ls.orfs.append(time.perf_counter() - t0)
-                entries = done.stdout.count(b"\n") - 1  # less the "total" line
-                if done.returncode != 0 or entries != n:
-                    raise BenchError(f"ls -l exited {done.returncode} with {entries} entries"
-                                     f" of {n}: {done.stderr.decode(errors='replace')[-300:]}")
+                timed_ls(mnt, ls)
                 counts.append(emu.stats())
                 emu.reset_stats()
                 out = subprocess.run([PYTHON, "-I", "-c", STATTER, str(mnt), str(name_file)],
@@ -760,15 +770,24 @@ class Bench:
                 stat_seconds.append(float(out.stdout))
                 stat.orfs.append(float(sum(emu.stats().values())))
 
+        def through_orfs_nox() -> None:
+            with self.orfs_mount(f"ls -l of {n:,} files, --no-xattr", emu=emu,
+                                 extra=("--no-xattr",)) as mnt:
+                timed_ls(mnt, ls_nox)
+                counts_nox.append(emu.stats())
+
         for rep in range(self.plan.reps):
-            alternate(rep, through_orfs, direct, [ls, stat])
-        if counts:
-            ls.checks[f"exactly {pages} list requests"] = all(c.get("list") == pages
-                                                              for c in counts)
-            ls.checks["no retrieve"] = all(c.get("retrieve", 0) == 0 for c in counts)
-            ls.notes.append("requests per ls -l: " + "; ".join(
+            alternate(rep, through_orfs, direct(ls), [ls, stat])
+            alternate(rep, through_orfs_nox, direct(ls_nox), [ls_nox])
+        for row, seen in ((ls, counts), (ls_nox, counts_nox)):
+            if not seen:
+                continue
+            row.checks[f"exactly {pages} list requests"] = all(c.get("list") == pages
+                                                               for c in seen)
+            row.checks["no retrieve"] = all(c.get("retrieve", 0) == 0 for c in seen)
+            row.notes.append("requests per ls -l: " + "; ".join(
                 ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if v) or "none"
-                for c in counts))
+                for c in seen))
         if stat_seconds:
             stat.notes.append(f"the stat loop took {fmt(statistics.median(stat_seconds), 's')}"
                               " (median)")
@@ -867,8 +886,10 @@ def groups(bench: Bench, plan: Plan, only: list[str]) -> list[Group]:
         ls = Row("ls", f"ls -l of {n} files", "s", Target("<=", 1.5),
                  f"direct listing, {-(-plan.many // 1000)} pages")
         stat = Row("stat", f"stat of {n} names after ls -l", "requests", Target("<=", 0))
-        out.append(Group(f"ls -l and stat of {n} files", [ls, stat],
-                         lambda: bench.listing(ls, stat)))
+        ls_nox = Row("ls_noxattr", f"ls -l of {n} files, mounted --no-xattr", "s",
+                     Target("<=", 1.5), f"direct listing, {-(-plan.many // 1000)} pages")
+        out.append(Group(f"ls -l and stat of {n} files", [ls, stat, ls_nox],
+                         lambda: bench.listing(ls, stat, ls_nox)))
     if "parallel" in only:
         k, each = plan.parallel, size_label(plan.parallel_size)
         par = Row("parallel", f"{k} parallel cat of {each} each", "MiB/s", Target(">=", 0.9),

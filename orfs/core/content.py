@@ -17,8 +17,10 @@ Invariants (single trio thread; each numbered step has no ``await`` inside it):
    fails, so no reader can hang on a dead download.
 3. A temporary file becomes ``content/<name>`` by rename once every byte has arrived,
    and the index says ``complete`` only after an fsync of it, so after a crash an entry
-   is either complete and intact or discarded. A cached file is used only if the index
-   says complete AND its size on disk equals the recorded size.
+   is either complete and intact or discarded. That fsync waits until no handle has
+   the entry open (at most ``SYNC_DELAY_MAX``), or runs at unmount: it competes for the
+   disk and a core with the read that is usually still going. A cached file is used
+   only if the index says complete AND its size on disk equals the recorded size.
 4. Eviction removes least-recently-opened complete entries that no handle pins; an
    entry bigger than the limit is served while open and evicted at its last close.
 5. A download's file descriptor belongs to its ``_ChunkWriter`` task, which closes it
@@ -67,6 +69,8 @@ ATIME_FLUSH_SECONDS = 30.0
 # A dropped stream is resumed from where it stopped this many times (the client has
 # already retried transient errors before the body started).
 MAX_RESUMES = 1
+# A finished download is fsynced once nobody reads it, or after this many seconds.
+SYNC_DELAY_MAX = 10.0
 # Errors after which resuming the stream may help.
 _RESUMABLE = (Unreachable, ProtocolError, ServerError, RateLimited)
 # Write downloaded chunks from worker threads (see _ChunkWriter). Off: measured on a
@@ -367,6 +371,7 @@ class ContentCache:
         self._used = 0  # bytes of complete entries in _entries
         self._dirty_atimes: dict[str, float] = {}
         self._active: set[_Download] = set()  # downloads whose bytes are in partial/
+        self._unsynced: set[_Entry] = set()  # installed downloads awaiting their fsync
         self._last_time = 0.0
         # statistics
         self._downloads_started = 0
@@ -426,6 +431,10 @@ class ContentCache:
                     self.flush()
         finally:
             self._nursery = None
+            # Unmounting: what waited for its fsync gets it now, so it stays cached.
+            for entry in list(self._unsynced):
+                self._sync_and_record(entry, self._path(entry))
+            self._unsynced.clear()
             self.flush()
 
     def flush(self) -> None:
@@ -598,10 +607,12 @@ class ContentCache:
         download.finish(None)
         self._downloads_completed += 1
         log.debug("download %s finished: %d bytes", entry.file_id, download.arrived)
-        writer.close(sync=True)
-        with trio.CancelScope(shield=True):  # an fsync is short; keep the entry at unmount
+        writer.close(sync=False)  # the fsync comes later (invariant 3)
+        with trio.CancelScope(shield=True):  # only the last write; keep the entry
             await writer.closed.wait()
-        self._install_download(entry, download, writer.synced)
+        if self._install_download(entry, download, synced=False):
+            self._unsynced.add(entry)
+            self._nursery.start_soon(self._sync_when_idle, entry)
 
     async def _stream(
         self, file_id: str, download: _Download, writer: _ChunkWriter, expected: int
@@ -654,8 +665,9 @@ class ContentCache:
                 and entry.pins == 0):
             self._forget(entry)
 
-    def _install_download(self, entry: _Entry, download: _Download, synced: bool) -> None:
-        """Move a finished download into ``content/`` (one synchronous step)."""
+    def _install_download(self, entry: _Entry, download: _Download, synced: bool) -> bool:
+        """Move a finished download into ``content/`` (one synchronous step); False if
+        it was not kept."""
         self._active.discard(download)
         if entry.download is download:
             entry.download = None
@@ -665,7 +677,7 @@ class ContentCache:
             _unlink_quietly(download.temp_path)
             if live and entry.dropped and entry.pins == 0:
                 self._forget(entry)
-            return
+            return False
         try:
             os.rename(download.temp_path, self._path(entry))
         except OSError as exc:
@@ -673,7 +685,7 @@ class ContentCache:
             _unlink_quietly(download.temp_path)
             if entry.pins == 0:
                 self._forget(entry)
-            return
+            return False
         entry.complete = True
         entry.size = download.arrived
         self._used += entry.size
@@ -682,6 +694,21 @@ class ContentCache:
                                 atime=entry.atime)
         self._dirty_atimes.pop(entry.file_id, None)
         self._evict()
+        return True
+
+    async def _sync_when_idle(self, entry: _Entry) -> None:
+        """The fsync of a finished download, once no handle reads it (invariant 3)."""
+        with trio.move_on_after(SYNC_DELAY_MAX):
+            while entry.pins > 0 and self._entries.get(entry.file_id) is entry:
+                await trio.sleep(0.05)
+        if entry not in self._unsynced:
+            return  # removed meanwhile, or synced at unmount
+        path = self._path(entry)
+        with trio.CancelScope(shield=True):  # short; lets unmount keep the entry
+            synced = await trio.to_thread.run_sync(_fsync_path, path)
+        self._unsynced.discard(entry)
+        if synced:
+            self._sync_and_record(entry, path, already_synced=True)
 
     # ---- adopt / drop / evict --------------------------------------------------------
 
@@ -747,6 +774,7 @@ class ContentCache:
         """Take ``entry`` out of the cache: index, disk, memory; stop its download."""
         if self._entries.get(entry.file_id) is entry:
             del self._entries[entry.file_id]
+        self._unsynced.discard(entry)
         self._dirty_atimes.pop(entry.file_id, None)
         self._state.content_remove(entry.file_id)
         if entry.complete:

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--read-only", action="store_true")
     p.add_argument("--allow-other", action="store_true")
     p.add_argument("--no-chunked-upload", action="store_true")
+    p.add_argument("--no-xattr", action="store_true")
     p.add_argument("-f", "--foreground", action="store_true")
     p.add_argument("-d", "--debug", action="store_true")
     p.add_argument("--log-file", type=Path)
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         mountpoint=a.mountpoint, api_base=a.api_base, workspace=a.workspace,
         provider=a.provider, read_only=a.read_only, allow_other=a.allow_other,
         cache_dir=a.cache_dir, foreground=a.foreground, debug=a.debug, log_file=a.log_file,
-        api_key_file=a.api_key_file, chunked_upload=not a.no_chunked_upload, **extra)
+        api_key_file=a.api_key_file, chunked_upload=not a.no_chunked_upload,
+        xattrs=not a.no_xattr, **extra)
     return run_mount(config)
 
 

@@ -30,7 +30,7 @@ from orfs.core.content import ContentCache
 from orfs.core.fs import Filesystem
 from orfs.core.state import State, make_private_dir
 from orfs.fuse.ops import Operations
-from orfs.fuse.tuning import tune_after_init, tune_h11_body_reads, tune_http_reads
+from orfs.fuse.tuning import tune_after_init, tune_http_reads
 from orfs.notify import notify_ready, notify_stopping
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,6 @@ def _serve(config: MountConfig, mountpoint: Path, key: ApiKey, notify_fd: int | 
 async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
                 notify_fd: int | None) -> None:
     tune_http_reads()  # larger socket reads for downloads (tuning.py)
-    tune_h11_body_reads()  # and fewer copies of what they bring
     try:
         client = FilesClient(config.api_base, key, workspace=config.workspace,
                              provider=config.provider, chunked_upload=config.chunked_upload,
@@ -130,7 +129,7 @@ async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
                         info=info, stream_uploads=config.chunked_upload,
                         temp_grace=config.temp_grace)
         todo = fs.restore_journal()
-        ops = Operations(fs, kernel_ttl=config.kernel_ttl)
+        ops = Operations(fs, kernel_ttl=config.kernel_ttl, xattrs=config.xattrs)
         options = {"fsname=orfs", "subtype=orfs", "default_permissions"}
         if config.allow_other:
             options.add("allow_other")

@@ -4,13 +4,24 @@ One shape per handler (the `handler` decorator): one DEBUG line, the call, and a
 exception turned into a `FUSEError` through `errno_table.errno_for`. An exception that
 is neither a core nor an API error is a bug: logged with its traceback, answered EIO
 (any non-FUSEError exception would kill the mount). `forget` never raises.
+
+Two things live here rather than in the core, because they exist only at the kernel
+boundary: the root's hidden ``.orfs-status`` file (the `user.orfs.status` JSON as a
+file, for mounts without xattrs: ``--no-xattr``), served under an inode and handle
+numbers the core's counters never reach; and the answer ENOSYS to getxattr/listxattr
+under ``--no-xattr``, after which the kernel stops sending them (``ls -l`` asks two per
+file otherwise).
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import json
 import logging
+import os
+import stat
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -20,9 +31,15 @@ import trio
 from orfs.api.errors import ApiError
 from orfs.core.errors import CoreError, NoEntry, Unsupported
 from orfs.core.fs import Attributes, Filesystem
+from orfs.core.inodes import ROOT_INODE
 from orfs.fuse.errno_table import ENODATA, errno_for
 
 log = logging.getLogger(__name__)
+
+STATUS_NAME = b".orfs-status"  # in the root, hidden from readdir, like .by-id
+# Far above anything the core's counters (inodes, file handles) will hand out.
+STATUS_INODE = (1 << 63) - 1
+_STATUS_FH_BASE = 1 << 62
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -85,11 +102,38 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, fs: Filesystem, *, kernel_ttl: float = 1.0) -> None:
+    def __init__(self, fs: Filesystem, *, kernel_ttl: float = 1.0, xattrs: bool = True) -> None:
         super().__init__()
         self.fs = fs
         self._ttl = kernel_ttl
+        self._xattrs = xattrs
         self.initialized = trio.Event()  # FUSE_INIT answered (see tuning.py)
+        self._status_reads: dict[int, bytes] = {}  # open .orfs-status handles: snapshots
+        self._next_status_fh = _STATUS_FH_BASE
+
+    # ---- the root's .orfs-status file ----------------------------------------------------
+
+    def _status_bytes(self) -> bytes:
+        return json.dumps(self.fs.status(), indent=1).encode() + b"\n"
+
+    def _status_entry(self) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = STATUS_INODE
+        e.generation = 0
+        e.entry_timeout = self._ttl
+        e.attr_timeout = 0  # its size changes with every status
+        e.st_mode = stat.S_IFREG | 0o444
+        e.st_nlink = 1
+        e.st_uid = os.getuid()
+        e.st_gid = os.getgid()
+        e.st_size = len(self._status_bytes())
+        e.st_blksize = 4096
+        e.st_blocks = 0
+        e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = time.time_ns()
+        return e
+
+    def _is_status(self, parent_inode: int, name: bytes) -> bool:
+        return parent_inode == ROOT_INODE and name == STATUS_NAME
 
     def init(self) -> None:
         # Called by pyfuse3 just before it answers FUSE_INIT; the kernel applies the
@@ -118,17 +162,21 @@ class Operations(pyfuse3.Operations):
     @handler
     async def lookup(self, parent_inode: int, name: bytes,
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if self._is_status(parent_inode, name):
+            return self._status_entry()
         return self._entry(await self.fs.lookup(parent_inode, _name(name)))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         try:
             log.debug("forget(%d inodes)", len(inode_list))
-            self.fs.forget(list(inode_list))
+            self.fs.forget([(ino, n) for ino, n in inode_list if ino != STATUS_INODE])
         except Exception:
             log.exception("forget failed (ignored)")
 
     @handler
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if inode == STATUS_INODE:
+            return self._status_entry()
         return self._entry(await self.fs.getattr(inode))
 
     @handler
@@ -138,6 +186,8 @@ class Operations(pyfuse3.Operations):
         log.debug("setattr fields: size=%s mode=%s atime=%s mtime=%s uid=%s gid=%s",
                   fields.update_size, fields.update_mode, fields.update_atime,
                   fields.update_mtime, fields.update_uid, fields.update_gid)
+        if inode == STATUS_INODE:
+            raise pyfuse3.FUSEError(errno.EPERM)
         a = await self.fs.setattr(
             inode,
             size=attr.st_size if fields.update_size else None,
@@ -163,6 +213,8 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if self._is_status(parent_inode, name):
+            raise pyfuse3.FUSEError(errno.EPERM)
         await self.fs.unlink(parent_inode, _name(name))
 
     @handler
@@ -177,6 +229,9 @@ class Operations(pyfuse3.Operations):
     @handler
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        if (self._is_status(parent_inode_old, name_old)
+                or self._is_status(parent_inode_new, name_new)):
+            raise pyfuse3.FUSEError(errno.EPERM)
         await self.fs.rename(parent_inode_old, _name(name_old), parent_inode_new,
                              _name(name_new), flags)
 
@@ -187,12 +242,22 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if inode == STATUS_INODE:
+            if flags & os.O_ACCMODE != os.O_RDONLY:
+                raise pyfuse3.FUSEError(errno.EACCES)
+            sfh = self._next_status_fh
+            self._next_status_fh += 1
+            self._status_reads[sfh] = self._status_bytes()  # one snapshot per open
+            # direct_io: reads are answered whatever the size the kernel last saw
+            return pyfuse3.FileInfo(fh=sfh, keep_cache=False, direct_io=True)
         fh = await self.fs.open(inode, flags)
         # Content behind an id never changes: keep the kernel's page cache between opens.
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
 
     @handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        if fh >= _STATUS_FH_BASE:
+            return self._status_reads.get(fh, b"")[off:off + size]
         return await self.fs.read(fh, off, size)
 
     @handler
@@ -201,14 +266,21 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def flush(self, fh: int) -> None:
+        if fh >= _STATUS_FH_BASE:
+            return
         await self.fs.flush(fh)
 
     @handler
     async def release(self, fh: int) -> None:
+        if fh >= _STATUS_FH_BASE:
+            self._status_reads.pop(fh, None)
+            return
         await self.fs.release(fh)
 
     @handler
     async def fsync(self, fh: int, datasync: bool) -> None:
+        if fh >= _STATUS_FH_BASE:
+            return
         await self.fs.fsync(fh)
 
     @handler
@@ -256,7 +328,9 @@ class Operations(pyfuse3.Operations):
         # without FUSE_POSIX_ACL the kernel sends both here, uncached: 20,000 requests
         # for 10,000 files. Only user.* names exist here, so answer the rest at once,
         # before any core call, log line or exception mapping.
-        if not name.startswith(b"user."):
+        if not self._xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)  # --no-xattr: the kernel stops asking
+        if not name.startswith(b"user.") or inode == STATUS_INODE:
             raise pyfuse3.FUSEError(ENODATA)
         return await self._user_xattr(inode, name)
 
@@ -266,6 +340,10 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        if not self._xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+        if inode == STATUS_INODE:
+            return []
         return [n.encode() for n in await self.fs.listxattr(inode)]
 
     @handler

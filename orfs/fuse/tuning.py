@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -101,39 +100,3 @@ def tune_http_reads(read_bytes: int = HTTP_READ_BYTES) -> bool:
     AsyncHTTP11Connection.READ_NUM_BYTES = read_bytes
     return True
 
-
-def _extract_at_most(self: Any, count: int) -> bytearray | None:
-    # h11's own version slices the buffer twice (one copy only to test for emptiness,
-    # one to extract) and then deletes the slice: two copies of every body byte.
-    data = self._data
-    if not data:
-        return None
-    if count >= len(data):
-        # The whole buffer is body (what a download mostly sees): hand it over as is.
-        self._data = bytearray()
-        self._next_line_search = 0
-        self._multiple_lines_search = 0
-        return data  # type: ignore[no-any-return]
-    out = data[:count]
-    del data[:count]
-    self._next_line_search = 0
-    self._multiple_lines_search = 0
-    return out  # type: ignore[no-any-return]
-
-
-def tune_h11_body_reads() -> bool:
-    """Make h11 hand a received body buffer over without copying it twice (see
-    `_extract_at_most`); True if installed. A version whose receive buffer does not
-    look like the one this was written for (h11 0.14-0.16) is left alone."""
-    try:
-        from h11._receivebuffer import ReceiveBuffer
-    except ImportError:
-        return False
-    probe = ReceiveBuffer()
-    if not (isinstance(getattr(probe, "_data", None), bytearray)
-            and hasattr(probe, "_next_line_search")
-            and hasattr(probe, "_multiple_lines_search")
-            and callable(getattr(ReceiveBuffer, "maybe_extract_at_most", None))):
-        return False
-    ReceiveBuffer.maybe_extract_at_most = _extract_at_most  # type: ignore[method-assign]
-    return True

@@ -152,8 +152,10 @@ async def read_all(handle: CacheHandle, size: int = 128 * KiB) -> bytes:
 
 
 async def settle(cache: ContentCache) -> None:
-    """Wait until no download is in flight (and installed)."""
-    while cache.statistics()["downloads_in_flight"] or cache._active:
+    """Wait until no download is in flight (and installed, and fsynced unless a handle
+    still reads it: its fsync waits for that)."""
+    while (cache.statistics()["downloads_in_flight"] or cache._active
+           or any(e.pins == 0 for e in cache._unsynced)):
         await trio.sleep(0.01)
 
 
@@ -599,3 +601,39 @@ async def test_open_without_run_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         await cache.open(remote("f", 1))
     state.close()
+
+
+async def test_the_fsync_of_a_download_waits_for_its_readers(tmp_path: Path) -> None:
+    # Complete in memory at once; complete in the index only after the fsync, which
+    # waits until no handle reads the entry (it would compete with that read).
+    data = blob(300 * KiB)
+    async with running(tmp_path, FakeClient({"f": data})) as (cache, state):
+        h = await cache.open(remote("f", len(data)))
+        assert await read_all(h) == data
+        await settle(cache)
+        assert cache.is_cached("f")
+        rec = state.content_get("f")
+        assert rec is not None and not rec.complete  # still read: not fsynced yet
+        h.close()
+        await settle(cache)
+        rec = state.content_get("f")
+        assert rec is not None and rec.complete and rec.size == len(data)
+
+
+async def test_an_unmount_fsyncs_what_waited_for_its_readers(tmp_path: Path) -> None:
+    data = blob(300 * KiB)
+    async with running(tmp_path, FakeClient({"f": data})) as (cache, _):
+        h = await cache.open(remote("f", len(data)))
+        assert await read_all(h) == data
+        await settle(cache)
+        # unmounting with the handle still open
+    state = State(tmp_path)
+    try:
+        rec = state.content_get("f")
+    finally:
+        state.close()
+    assert rec is not None and rec.complete
+    client2 = FakeClient({"f": data})
+    async with running(tmp_path, client2) as (cache, _):
+        assert cache.is_cached("f")
+    assert client2.calls == []
