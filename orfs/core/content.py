@@ -141,7 +141,7 @@ class _Download:
     """One streamed download into a temporary file, and the readers waiting on it."""
 
     __slots__ = ("temp_path", "arrived", "finished", "error", "cancel_scope", "_waiters",
-                 "_seq")
+                 "_seq", "woke")
 
     def __init__(self, temp_path: Path) -> None:
         self.temp_path = temp_path
@@ -151,6 +151,7 @@ class _Download:
         self.cancel_scope = trio.CancelScope()
         self._waiters: list[tuple[int, int, trio.Event]] = []  # heap by wanted end
         self._seq = 0
+        self.woke = False  # advance woke a reader since the downloader last looked
 
     def advance(self, n: int) -> None:
         """Called by the downloader after each chunk: cheap unless a waiter is due."""
@@ -159,6 +160,7 @@ class _Download:
         if w and w[0][0] <= self.arrived:
             while w and w[0][0] <= self.arrived:
                 heapq.heappop(w)[2].set()
+            self.woke = True
 
     def finish(self, error: ContentUnavailable | None) -> None:
         self.finished = True
@@ -629,6 +631,13 @@ class ContentCache:
                         self._bytes_downloaded += len(chunk)
                         if writer.put(chunk):
                             await writer.wait_space()
+                        if download.woke:
+                            # Let the readers just woken reply before the next chunk is
+                            # received and written (~1 ms): trio runs a batch of tasks in
+                            # either order, so yield twice to come after them.
+                            download.woke = False
+                            await trio.lowlevel.checkpoint()
+                            await trio.lowlevel.checkpoint()
                 return
             except ContentUnavailable:
                 raise
