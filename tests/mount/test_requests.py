@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,46 @@ def test_cache_limit_is_respected_and_evicted_files_download_again(
     assert _content_bytes(m.cache) <= 3 * MiB
 
 
+def test_a_file_written_through_the_mount_outlives_downloads_in_a_small_cache(
+        mount_factory: Callable[..., Mount]) -> None:
+    # The API never serves an upload's bytes: the cache holds the only copy the mount can
+    # read back, so downloadable outputs are evicted first; adopted bytes go only when
+    # they alone pass the limit (and the file is then shown 0200).
+    m = mount_factory("--cache-max-size", "3M", "--kernel-ttl", "0")
+    rng = random.Random(10)
+    mine = b"".join(b"%08d,%s\n" % (i, rng.randbytes(20).hex().encode())
+                    for i in range(20_000))  # ~1 MiB of text: an accepted upload
+    outputs = {f"o{i}.bin": rng.randbytes(MiB + 1000 * i) for i in range(6)}
+    for name, data in outputs.items():
+        m.output(name, data)
+    os.stat(m.path / "o0.bin")  # the listing, before the write
+    (m.path / "mine.csv").write_bytes(mine)
+    procs = [subprocess.Popen(["sha256sum", str(m.path / name)], stdout=subprocess.PIPE,
+                              text=True) for name in list(outputs)[:3]]  # concurrent
+    for p, name in zip(procs, list(outputs)[:3], strict=True):
+        assert p.communicate(timeout=60)[0].split()[0] == \
+            hashlib.sha256(outputs[name]).hexdigest()
+    for name in list(outputs)[3:]:
+        assert (m.path / name).read_bytes() == outputs[name]
+    assert (m.path / "mine.csv").read_bytes() == mine
+    assert os.stat(m.path / "mine.csv").st_mode & 0o777 == 0o644
+    assert _content_bytes(m.cache) <= 3 * MiB
+    mine_id = _id_of(m, "mine.csv")
+    # Uploads alone over the limit (~3.6 MB of 3 MiB): the least recently used goes.
+    for name in ("more1.csv", "more2.csv"):
+        (m.path / name).write_bytes(mine + mine[:300_000] + name.encode())
+    deadline = time.monotonic() + 10
+    while os.stat(m.path / "mine.csv").st_mode & 0o777 != 0o200:
+        assert time.monotonic() < deadline, oct(os.stat(m.path / "mine.csv").st_mode)
+        time.sleep(0.05)
+    with pytest.raises(PermissionError):
+        (m.path / "mine.csv").read_bytes()
+    assert any("can no longer be read back" in line and mine_id in line
+               for line in m.log().splitlines())
+    assert (m.path / "more1.csv").read_bytes()[-9:] == b"more1.csv"
+    assert _content_bytes(m.cache) <= 3 * MiB
+
+
 def _id_of(m: Mount, name: str) -> str:
     return os.getxattr(m.path / name, "user.openrouter.id").decode()
 
@@ -144,3 +185,15 @@ def test_cp_of_a_20_mib_text_file_is_one_upload(mount_factory: Callable[..., Mou
     assert (m.emu.data_dir / "blobs" / rec["id"]).read_bytes() == data
     assert (m.path / "copy.csv").read_bytes() == data  # from the cache: no download
     assert m.emu.stats()["download"] == 0
+
+
+def test_files_advertise_1_mib_io_so_cp_writes_in_1_mib_requests(mnt: Mount,
+                                                                   tmp_path: Path) -> None:
+    # cp sizes its buffer from st_blksize (at least 128 KiB): 1 MiB means 8x fewer
+    # round trips into the mount than the 4 KiB default would give.
+    src = tmp_path / "big.txt"
+    src.write_bytes(b"0123456789abcdef\n" * (4 * 1024 * 1024 // 17))
+    subprocess.run(["cp", str(src), str(mnt.path / "big.txt")], check=True)
+    st = os.stat(mnt.path / "big.txt")
+    assert st.st_blksize == 1024 * 1024
+    assert st.st_size == src.stat().st_size
