@@ -23,6 +23,12 @@ Invariants (single trio thread; each numbered step has no ``await`` inside it):
    only if the index says complete AND its size on disk equals the recorded size.
 4. Eviction removes least-recently-opened complete entries that no handle pins; an
    entry bigger than the limit is served while open and evicted at its last close.
+   Entries come in two classes, kept in the index: bytes that can be downloaded again,
+   and adopted bytes (uploaded through the mount: the API never serves them, so the
+   cache holds the only copy the mount can read back). Every evictable entry of the
+   first class goes before any adopted one, and adopted entries go (oldest first) only
+   while adopted bytes alone exceed the limit: open files and downloads in flight may
+   pass it for a while, as they always could, but never cost an upload its bytes.
 5. A download's file descriptor belongs to its ``_ChunkWriter`` task, which closes it
    only after its last write (or fsync) thread returned: nothing else closes it, so a
    worker thread never writes to a reused descriptor number.
@@ -296,6 +302,7 @@ class _Entry:
     size: int  # recorded size when complete; the expected size while downloading
     complete: bool
     atime: float
+    adopted: bool = False  # bytes from an upload: the API will not serve them again
     pins: int = 0
     dropped: bool = False  # remove once no handle pins it
     download: _Download | None = None
@@ -356,7 +363,8 @@ class CacheHandle:
 
 
 class ContentCache:
-    """File bytes by id on disk, LRU-evicted above ``max_size``; see the module doc."""
+    """File bytes by id on disk, LRU-evicted above ``max_size`` (adopted uploads last);
+    see the module doc."""
 
     def __init__(self, root: Path, max_size: int, client: DownloadClient, state: State) -> None:
         self.root = Path(root)
@@ -386,6 +394,7 @@ class ContentCache:
         self._evictions = 0
         self._evicted_bytes = 0
         self._adopted = 0
+        self._adopted_evictions = 0
         self._discarded = 0
         self._open_handles = 0
         self._load()
@@ -407,7 +416,8 @@ class ContentCache:
             name = disk_name(rec.file_id)
             if rec.complete and on_disk.get(name) == rec.size:
                 self._entries[rec.file_id] = _Entry(
-                    rec.file_id, name, rec.size, complete=True, atime=rec.atime
+                    rec.file_id, name, rec.size, complete=True, atime=rec.atime,
+                    adopted=rec.adopted,
                 )
                 self._used += rec.size
                 kept.add(name)
@@ -474,11 +484,16 @@ class ContentCache:
         in_flight = sum(d.arrived for d in self._active)
         return self._used + in_flight, self.max_size
 
+    def adopted_bytes(self) -> int:
+        """Bytes held that the API will not serve again (adopted uploads)."""
+        return sum(e.size for e in self._entries.values() if e.complete and e.adopted)
+
     def statistics(self) -> dict[str, int]:
         used, limit = self.usage()
         return {
             "entries": sum(1 for e in self._entries.values() if e.complete),
             "bytes_used": used,
+            "adopted_bytes": self.adopted_bytes(),
             "max_size": limit,
             "open_handles": self._open_handles,
             "downloads_in_flight": sum(1 for d in self._active if not d.finished),
@@ -491,6 +506,7 @@ class ContentCache:
             "hits": self._hits,
             "evictions": self._evictions,
             "evicted_bytes": self._evicted_bytes,
+            "adopted_evictions": self._adopted_evictions,
             "adopted": self._adopted,
             "discarded": self._discarded,
         }
@@ -700,7 +716,7 @@ class ContentCache:
         self._used += entry.size
         # Complete in the index only once the bytes are on disk (invariant 3).
         self._state.content_put(entry.file_id, size=entry.size, complete=synced,
-                                atime=entry.atime)
+                                atime=entry.atime, adopted=entry.adopted)
         self._dirty_atimes.pop(entry.file_id, None)
         self._evict()
         return True
@@ -725,7 +741,9 @@ class ContentCache:
         """Make ``staged`` (just uploaded as ``file_id``) the complete content of that id.
 
         The file is renamed, so it must be on the cache's filesystem. It is complete in
-        memory at once; the index records it after an fsync in the background.
+        memory at once; the index records it after an fsync in the background. The
+        entry is marked adopted: the API never serves an upload's bytes, so eviction
+        keeps it longer than anything that can be downloaded again (invariant 4).
         """
         actual = os.stat(staged).st_size
         if actual != size:
@@ -743,6 +761,7 @@ class ContentCache:
             self._used -= entry.size
         entry.complete = True
         entry.size = size
+        entry.adopted = True
         entry.dropped = False
         entry.atime = self._now()
         self._used += size
@@ -766,7 +785,7 @@ class ContentCache:
             return  # dropped or evicted meanwhile
         synced = already_synced or _fsync_path(path)
         self._state.content_put(entry.file_id, size=entry.size, complete=synced,
-                                atime=entry.atime)
+                                atime=entry.atime, adopted=entry.adopted)
 
     def drop(self, file_id: str) -> None:
         """Remove the bytes of ``file_id`` (now, or at the last close if it is open)."""
@@ -794,7 +813,9 @@ class ContentCache:
             entry.download.cancel_scope.cancel()
 
     def _evict(self) -> None:
-        """Remove least-recently-opened unpinned complete entries until under the limit."""
+        """Bring usage under the limit by removing unpinned complete entries: first those
+        that can be downloaded again, least recently opened first; then adopted ones,
+        oldest first, but only while adopted bytes alone exceed the limit (invariant 4)."""
         used, limit = self.usage()
         if used <= limit:
             return
@@ -804,12 +825,29 @@ class ContentCache:
         )
         for entry in candidates:
             if used <= limit:
-                break
-            used -= entry.size
-            self._evictions += 1
-            self._evicted_bytes += entry.size
-            log.debug("evicting %s (%d bytes)", entry.file_id, entry.size)
-            self._forget(entry)
+                return
+            if not entry.adopted:
+                used -= entry.size
+                self._evict_entry(entry)
+        adopted = self.adopted_bytes()
+        for entry in candidates:
+            if used <= limit or adopted <= limit:
+                return
+            if entry.adopted:
+                used -= entry.size
+                adopted -= entry.size
+                self._adopted_evictions += 1
+                log.info("evicting %s (%d bytes) from the cache: it was uploaded through "
+                         "this mount and the API does not serve it, so it can no longer "
+                         "be read back (--cache-max-size %d is smaller than the uploads "
+                         "it holds)", entry.file_id, entry.size, limit)
+                self._evict_entry(entry)
+
+    def _evict_entry(self, entry: _Entry) -> None:
+        self._evictions += 1
+        self._evicted_bytes += entry.size
+        log.debug("evicting %s (%d bytes)", entry.file_id, entry.size)
+        self._forget(entry)
 
 
 def _write_batch(fd: int, batch: list[bytes]) -> None:

@@ -3,7 +3,7 @@
 One SQLite database, ``root/state.db`` (WAL, 0600, in a 0700 directory), holds:
 
 - the content index of :class:`orfs.core.content.ContentCache` (size, complete flag,
-  last access per file id);
+  last access and whether the bytes were adopted from an upload, per file id);
 - per-file attribute overrides (chmod and utimens, which the API cannot store);
 - the upload journal, so pending uploads survive a crash;
 - a short log of recent errors for ``orfs status``.
@@ -27,7 +27,7 @@ from typing import Any, Literal
 log = logging.getLogger(__name__)
 
 DB_NAME = "state.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # The error log is for "what went wrong lately"; older lines are pruned on insert.
 ERROR_KEEP_SECONDS = 24 * 3600
 ERROR_KEEP_ROWS = 1000
@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS content (
     id       TEXT PRIMARY KEY,
     size     INTEGER NOT NULL,
     complete INTEGER NOT NULL,
-    atime    REAL NOT NULL
+    atime    REAL NOT NULL,
+    adopted  INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS overrides (
     id       TEXT PRIMARY KEY,
@@ -112,6 +113,10 @@ class ContentRecord:
     size: int
     complete: bool
     atime: float
+    # The bytes came from an upload through this mount (ContentCache.adopt): the API
+    # will not serve them again, so eviction takes them last. False for rows written
+    # before the column existed (schema 2): they count as downloadable again.
+    adopted: bool = False
 
 
 _JOURNAL_FIELDS = tuple(f.name for f in dataclasses.fields(JournalEntry))
@@ -156,6 +161,12 @@ class State:
             for column in ("attempted", "closed"):
                 if column not in have:
                     self._db.execute(f"ALTER TABLE journal ADD COLUMN {column} REAL")
+            # Added in version 3: an older mount did not record which bytes came from an
+            # upload, so its rows count as downloadable again (plain LRU, as before).
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(content)")}
+            if "adopted" not in have:
+                self._db.execute(
+                    "ALTER TABLE content ADD COLUMN adopted INTEGER NOT NULL DEFAULT 0")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             # Ids that have an override, in memory: readdir asks for every file's
             # override, and almost none has one (a set lookup instead of a query).
@@ -188,20 +199,24 @@ class State:
 
     def content_records(self) -> list[ContentRecord]:
         with self._lock:
-            rows = self._db.execute("SELECT id, size, complete, atime FROM content").fetchall()
-        return [ContentRecord(r[0], int(r[1]), bool(r[2]), float(r[3])) for r in rows]
+            rows = self._db.execute(
+                "SELECT id, size, complete, atime, adopted FROM content").fetchall()
+        return [_content_record(r) for r in rows]
 
     def content_get(self, file_id: str) -> ContentRecord | None:
         with self._lock:
             r = self._db.execute(
-                "SELECT id, size, complete, atime FROM content WHERE id = ?", (file_id,)
+                "SELECT id, size, complete, atime, adopted FROM content WHERE id = ?",
+                (file_id,),
             ).fetchone()
-        return None if r is None else ContentRecord(r[0], int(r[1]), bool(r[2]), float(r[3]))
+        return None if r is None else _content_record(r)
 
-    def content_put(self, file_id: str, *, size: int, complete: bool, atime: float) -> None:
+    def content_put(self, file_id: str, *, size: int, complete: bool, atime: float,
+                    adopted: bool = False) -> None:
         self._run(
-            "INSERT OR REPLACE INTO content (id, size, complete, atime) VALUES (?, ?, ?, ?)",
-            (file_id, size, int(complete), atime),
+            "INSERT OR REPLACE INTO content (id, size, complete, atime, adopted) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (file_id, size, int(complete), atime, int(adopted)),
         )
 
     def content_touch(self, atimes: Mapping[str, float]) -> None:
@@ -343,6 +358,10 @@ class State:
                 (time.time() - seconds,),
             ).fetchall()
         return [(float(t), str(m)) for t, m in rows]
+
+
+def _content_record(r: tuple[Any, ...]) -> ContentRecord:
+    return ContentRecord(r[0], int(r[1]), bool(r[2]), float(r[3]), bool(r[4]))
 
 
 def _check_journal_state(state: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sqlite3
 import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -637,3 +638,144 @@ async def test_an_unmount_fsyncs_what_waited_for_its_readers(tmp_path: Path) -> 
     async with running(tmp_path, client2) as (cache, _):
         assert cache.is_cached("f")
     assert client2.calls == []
+
+
+# ---- eviction classes: adopted uploads go last ----------------------------------------
+
+
+def stage(root: Path, name: str, data: bytes) -> Path:
+    """A staged upload (on the cache's filesystem, as the core keeps them)."""
+    staging = root / "staging"
+    staging.mkdir(exist_ok=True)
+    path = staging / name
+    path.write_bytes(data)
+    return path
+
+
+async def read_through(cache: ContentCache, file_id: str, data: bytes) -> None:
+    h = await cache.open(remote(file_id, len(data)))
+    try:
+        assert await read_all(h) == data
+    finally:
+        h.close()
+
+
+async def test_adopted_entries_outlive_every_downloadable_one(tmp_path: Path) -> None:
+    # The upload is the least recently used entry throughout: plain LRU would evict it
+    # first, and the API would never give its bytes back.
+    blobs = {f"f{i}": blob(100 * KiB, i) for i in range(6)}
+    client = FakeClient(blobs)
+    up = blob(100 * KiB, 99)
+    limit = 250 * KiB
+    async with running(tmp_path, client, max_size=limit) as (cache, state):
+        cache.adopt("up", stage(tmp_path, "up", up), len(up))
+        for i in range(3):  # one by one
+            await read_through(cache, f"f{i}", blobs[f"f{i}"])
+            await settle(cache)
+            assert cache.is_cached("up")
+            assert cache.usage()[0] <= limit
+        # Concurrent readers: their downloads pass the limit while open, and only
+        # downloadable entries make room.
+        handles = [await cache.open(remote(f"f{i}", 100 * KiB)) for i in range(3, 6)]
+        for i, h in zip(range(3, 6), handles, strict=True):
+            assert await read_all(h) == blobs[f"f{i}"]
+        await settle(cache)
+        assert cache.is_cached("up")
+        for h in handles:
+            h.close()
+        await settle(cache)
+        assert cache.is_cached("up")
+        assert cache.usage()[0] <= limit
+        assert [cache.is_cached(f"f{i}") for i in range(6)] == [False] * 5 + [True]
+        await read_through(cache, "up", up)
+        stats = cache.statistics()
+        assert stats["adopted_bytes"] == len(up)
+        assert stats["adopted_evictions"] == 0
+        rec = state.content_get("up")
+        assert rec is not None and rec.adopted and rec.complete
+    assert all(fid != "up" for fid, _ in client.calls)
+
+
+async def test_adopted_entries_go_last_and_oldest_first_when_they_alone_exceed_the_limit(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="orfs.core.content")
+    d0 = blob(100 * KiB, 1)
+    ups = {f"a{i}": blob(100 * KiB, 10 + i) for i in range(4)}
+    limit = 250 * KiB
+    async with running(tmp_path, FakeClient({"d0": d0}), max_size=limit) as (cache, state):
+        await read_through(cache, "d0", d0)
+        await settle(cache)
+        cache.adopt("a0", stage(tmp_path, "a0", ups["a0"]), 100 * KiB)
+        assert cache.is_cached("d0") and cache.is_cached("a0")
+        cache.adopt("a1", stage(tmp_path, "a1", ups["a1"]), 100 * KiB)
+        # Over the limit: the downloadable entry goes, though it is the newer one...
+        assert not cache.is_cached("d0")
+        assert cache.is_cached("a0") and cache.is_cached("a1")
+        assert cache.statistics()["adopted_evictions"] == 0
+        await read_through(cache, "a0", ups["a0"])  # a0 is now more recent than a1
+        cache.adopt("a2", stage(tmp_path, "a2", ups["a2"]), 100 * KiB)
+        # ...and adopted bytes alone are over it: the least recently used one goes.
+        assert [cache.is_cached(f"a{i}") for i in range(3)] == [True, False, True]
+        cache.adopt("a3", stage(tmp_path, "a3", ups["a3"]), 100 * KiB)
+        assert [cache.is_cached(f"a{i}") for i in range(4)] == [False, False, True, True]
+        assert cache.usage()[0] <= limit
+        assert cache.statistics()["adopted_evictions"] == 2
+        await trio.sleep(0.2)  # the background fsyncs record what was kept
+        assert {r.file_id for r in state.content_records()} == {"a2", "a3"}
+        assert not (tmp_path / "content" / "a1").exists()
+    lines = [r.getMessage() for r in caplog.records
+             if r.levelno == logging.INFO and "can no longer be read back" in r.getMessage()]
+    assert len(lines) == 2
+    assert "a1" in lines[0] and "a0" in lines[1]
+
+
+async def test_the_class_of_an_entry_survives_a_new_mount(tmp_path: Path) -> None:
+    blobs = {f"f{i}": blob(100 * KiB, i) for i in range(3)}
+    up = blob(100 * KiB, 99)
+    async with running(tmp_path, FakeClient(blobs)) as (cache, _):
+        cache.adopt("up", stage(tmp_path, "up", up), len(up))  # the oldest entry
+        for fid, data in blobs.items():
+            await read_through(cache, fid, data)
+        await settle(cache)
+    # A new mount with a smaller limit: the index says which entry is an upload.
+    client = FakeClient(blobs)
+    async with running(tmp_path, client, max_size=250 * KiB) as (cache, state):
+        assert cache.is_cached("up")
+        assert [cache.is_cached(f) for f in blobs] == [False, False, True]
+        await read_through(cache, "up", up)
+        rec = state.content_get("up")
+        assert rec is not None and rec.adopted
+        rec = state.content_get("f2")
+        assert rec is not None and not rec.adopted
+    assert client.calls == []
+
+
+async def test_an_index_without_the_class_column_is_migrated(tmp_path: Path) -> None:
+    # The content table of schema 2, as an older mount left it, with one entry.
+    data = blob(50 * KiB)
+    (tmp_path / "content").mkdir(mode=0o700)
+    (tmp_path / "content" / "old").write_bytes(data)
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.executescript(
+        "CREATE TABLE content (id TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+        "complete INTEGER NOT NULL, atime REAL NOT NULL);"
+        "PRAGMA user_version=2;")
+    db.execute("INSERT INTO content VALUES ('old', ?, 1, 1.0)", (len(data),))
+    db.commit()
+    db.close()
+    up = blob(100 * KiB, 7)
+    async with running(tmp_path, FakeClient({"old": data}), max_size=120 * KiB
+                       ) as (cache, state):
+        rec = state.content_get("old")
+        assert rec is not None and rec.complete and not rec.adopted  # downloadable
+        assert cache.is_cached("old")
+        cache.adopt("up", stage(tmp_path, "up", up), len(up))
+        assert not cache.is_cached("old") and cache.is_cached("up")
+        await trio.sleep(0.2)
+        rec = state.content_get("up")
+        assert rec is not None and rec.adopted
+    db = sqlite3.connect(tmp_path / "state.db")
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    finally:
+        db.close()
