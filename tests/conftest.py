@@ -130,10 +130,7 @@ class EmulatorProcess:
         return self.proc.pid
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def __enter__(self) -> EmulatorProcess:
         return self if self.proc is not None else self.start()
@@ -193,6 +190,14 @@ class EmulatorProcess:
                 r.raise_for_status()
                 out.extend(r.json()["data"])
         return out
+
+
+def read_log(path: Path) -> str:
+    """A child process's log, for a failure message ("" if there is none)."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def new_workspace() -> str:

@@ -306,10 +306,6 @@ class Download:
         self._skip = 0      # bytes to drop: the server answered 200 to a range request
         self._opened = False
 
-    @property
-    def received(self) -> int:
-        return self._received
-
     async def _open(self, at: int) -> None:
         """One attempt to (re)open the body at absolute position `at`."""
         headers = {"Accept": "application/octet-stream",

@@ -14,10 +14,7 @@ readdir but not taken by the kernel keep count 0 and stay until then (cheap).
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import NewType
-
-log = logging.getLogger(__name__)
 
 Inode = NewType("Inode", int)
 FileHandle = NewType("FileHandle", int)
@@ -82,9 +79,6 @@ class InodeTable:
         """The kernel took n more references (lookup, create, mkdir, readdirplus)."""
         if ino in self._lookups:
             self._lookups[ino] += n
-
-    def lookups(self, ino: Inode) -> int:
-        return self._lookups.get(ino, 0)
 
     def forget(self, ino: int, n: int) -> Key | None:
         """The kernel dropped n references; returns the key if the inode left the table."""

@@ -83,7 +83,6 @@ class Namespace:
         self._listed_at: float | None = None
         self._list_lock = trio.Lock()
         self._in_flight_changes: list[Callable[[dict[str, RemoteFile]], None]] | None = None
-        self.listings = 0
         # Local overlay: path -> serial of a local file; folders made by mkdir.
         self._local_files: dict[Path, int] = {}
         self._local_folders: set[Path] = set()
@@ -174,7 +173,6 @@ class Namespace:
             changes, self._in_flight_changes = self._in_flight_changes, None
         for change in changes:
             change(files)
-        self.listings += 1
         self._files = files
         self._refreshed.clear()  # every file is as fresh as the listing now
         self._listed_at = self._clock()
@@ -317,6 +315,3 @@ class Namespace:
         if kids is None:
             return None
         return sorted(kids.items())
-
-    def is_folder(self, path: Path) -> bool:
-        return path in self.tree()

@@ -159,7 +159,7 @@ class UploadStreams:
         self.stream_after = stream_after
         self._allowed = allowed
         self._nursery: trio.Nursery | None = None
-        self.started = 0       # statistics (tests, the status xattr)
+        self.started = 0       # statistics (read by the tests)
         self.completed = 0
         self.cancelled = 0
 

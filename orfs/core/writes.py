@@ -1,4 +1,5 @@
-"""Local files: bytes staged on disk until they are uploaded, and the upload errors.
+"""The write side: local files staged on disk, written, uploaded exactly once, journaled.
+
 
 A `LocalFile` is one file whose bytes live in ``cache_root/staging/`` (0600): created
 through the mount, or taking over a remote file's name by O_TRUNC. Its life:
@@ -18,16 +19,36 @@ machine driven by `orfs.core.streaming.UploadStreams` (diagram there)::
     streaming  ``stream`` (an `UploadStream`) sends the bytes while they are written
     done       the stream was sealed by a flush, which waits for its answer
     random     anything else happened: the file uploads at flush, from staging
+
+`LocalFiles` does all of this for one mount: it creates local files (staging file and
+journal row), writes and truncates them, uploads them, and brings them back after a
+crash. The kernel operations that decide *when* (open, flush, release) are in fs.py.
+
+Exactly-once uploads and crash recovery (issue 6): every local file has a journal row
+(orfs/core/state.py) from its creation until its upload is recorded. A flush *seals*
+the row (``closed``): the staged bytes are final until the next write, so after a
+crash the next mount uploads them (`LocalFiles.restore_journal`); a file still being
+written when the mount stopped is kept but never uploaded. An upload that failed in a
+way that may have been applied, or that a previous mount had started, first looks for
+the file it may have made (orfs/core/landed.py) before sending again.
+
+Concurrency: a local file uploads under its own lock, so two flushes never upload it
+twice; the second finds it clean and returns. `LocalFiles._uploaded` binds the result
+in one synchronous step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import secrets
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import trio
+from cachetools import TTLCache
 
 from orfs.api.errors import (
     ApiError,
@@ -37,6 +58,10 @@ from orfs.api.errors import (
     Unauthorized,
 )
 from orfs.api.models import RemoteFile
+from orfs.api.retry import upload_may_have_applied
+from orfs.api.upload import UploadBody, UploadSizeMismatch
+from orfs.config import MAX_FILE_SIZE
+from orfs.core import names
 from orfs.core.errors import (
     AccessDenied,
     CoreError,
@@ -45,9 +70,20 @@ from orfs.core.errors import (
     NoSpace,
     Unsupported,
 )
+from orfs.core.inodes import FileHandle, FileKey, LocalKey
+from orfs.core.landed import MAX_ROUNDS, ROUNDS_TIME, Attempt, find_landed
+from orfs.core.state import JournalEntry, make_private_dir
+from orfs.core.tables import LocalHandle, Tables, raw_filename, unlink_quietly
 
 if TYPE_CHECKING:
-    from orfs.core.streaming import UploadStream
+    from orfs.core.streaming import UploadStream, UploadStreams
+
+# The filesystem's operations log under one name, whichever module they are in
+# (as before they were split out of fs.py; docs/OPERATIONS.md shows it).
+log = logging.getLogger("orfs.core.fs")
+
+INTERRUPTED = ("the mount stopped while this file was being written; its bytes are kept "
+               "here but not uploaded (write and close it again to upload it)")
 
 LocalState = Literal["pending", "uploading", "failed", "uploaded"]
 WriteMode = Literal["fresh", "appending", "streaming", "done", "random"]
@@ -102,3 +138,394 @@ def upload_error(exc: ApiError) -> CoreError:
     if isinstance(exc, Unauthorized):
         return AccessDenied(exc.message)
     return IOFailure(exc.message)
+
+
+class LocalFiles:
+    """The local files of one mount: created, written, uploaded, journaled (module doc).
+    The table of them is `Tables.locals`."""
+
+    def __init__(self, tables: Tables, streams: UploadStreams, staging_dir: Path) -> None:
+        self._t = tables
+        # Streamed uploads of sequential writers (issue 5); fed by every write.
+        self.streams = streams
+        self.staging = Path(staging_dir)
+        make_private_dir(self.staging)
+        self._next_serial = 1
+        self._sealed: set[int] = set()           # serials whose journal row says closed
+        self._resume_since: dict[str, float] = {}  # journal key -> a crashed upload's start
+        self._own_ids: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=3600)
+
+    # ---- creating and dropping ---------------------------------------------------------
+
+    def _serial(self) -> int:
+        serial = self._next_serial
+        self._next_serial += 1
+        return serial
+
+    def new(self, path: tuple[str, ...], mode: int, replaces: str | None,
+            *, visible: bool = True) -> LocalFile:
+        """A new empty local file at path, staged and journaled."""
+        serial = self._serial()
+        staged = self.staging / f"{serial}-{secrets.token_hex(8)}"
+        fd = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        now = time.time_ns()
+        perm = mode & 0o7777
+        local = LocalFile(serial=serial, path=path, staged=staged, fd=fd,
+                          journal_key=staged.name, created_ns=now, modified_ns=now,
+                          mode=perm, mode_set=perm != 0o644, replaces=replaces)
+        self._t.state.journal_add(JournalEntry(
+            key=local.journal_key, filename=raw_filename(path), staged=str(staged),
+            state="pending", replaces=replaces, created=time.time(),
+            mode=perm if local.mode_set else None))
+        self._t.locals[serial] = local
+        if visible:  # invisible: a staging copy shown only once its upload succeeded
+            self._t.ns.add_local_file(path, serial)
+        local.write_mode = "fresh"  # created empty: a sequential writer may stream it
+        return local
+
+    def new_replacing(self, rf: RemoteFile, path: tuple[str, ...], *,
+                      visible: bool = True) -> LocalFile:
+        """A new empty local file that replaces rf at path once uploaded: it has rf's
+        mode, and rf's override moves over to the new id at upload."""
+        ov = self._t.state.get_override(rf.id)
+        mode = ov.mode if ov is not None and ov.mode is not None else 0o644
+        local = self.new(path, mode, replaces=rf.id, visible=visible)
+        local.mode_set = False
+        return local
+
+    def drop(self, local: LocalFile) -> None:
+        """Unlinked, or replaced by a rename: gone from the tree and the journal; its
+        bytes stay readable through open handles until the last one closes."""
+        local.unlinked = True
+        self._t.ns.remove_local_file(local.path, local.serial)
+        self._t.state.journal_remove(local.journal_key)
+        unlink_quietly(local.staged)
+        if local.handles == 0:
+            local.close_fd()
+            self._t.locals.pop(local.serial, None)
+
+    def close(self, local: LocalFile) -> None:
+        """The last handle of an unlinked file closed."""
+        local.close_fd()
+        self._t.locals.pop(local.serial, None)
+
+    def retire(self, local: LocalFile) -> None:
+        """The last handle of an uploaded file closed: its bytes become the cache's."""
+        rf = local.remote
+        assert rf is not None
+        local.close_fd()
+        self._t.attached.pop(rf.id, None)
+        self._t.locals.pop(local.serial, None)
+        try:
+            self._t.content.adopt(rf.id, local.staged, local.size)
+        except OSError as exc:
+            log.warning("could not keep the bytes of %s in the cache: %s", rf.filename, exc)
+            unlink_quietly(local.staged)
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def open_handle(self, local: LocalFile, flags: int) -> FileHandle:
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        if writable and flags & os.O_TRUNC and local.size:
+            self.resize(local, 0)
+        local.handles += 1
+        return self._t.new_fh(LocalHandle(local, writable))
+
+    async def write(self, local: LocalFile, offset: int, data: bytes) -> int:
+        end = offset + len(data)
+        if end > MAX_FILE_SIZE:
+            # The writer has failed: do not upload what it left (a truncated file).
+            message = f"a write past the {MAX_FILE_SIZE} byte upload limit"
+            self.streams.abandon(local, "a write past the upload limit")
+            if local.remote is None:
+                local.dirty = False
+                self._mark_failed(local, message)
+            raise FileTooBig(message)
+        await trio.lowlevel.checkpoint()
+        if local.remote is not None:
+            self._reopen(local)
+        os.pwrite(local.fd, data, offset)
+        local.size = max(local.size, end)
+        self.touch(local)
+        self.streams.wrote(local, offset, end)
+        return len(data)
+
+    def touch(self, local: LocalFile) -> None:
+        """The staged bytes changed: dirty, not final, no longer failed."""
+        local.dirty = True
+        local.generation += 1
+        local.modified_ns = time.time_ns()
+        if local.serial in self._sealed:  # written after a close: not final any more
+            self._sealed.discard(local.serial)
+            self._t.state.journal_update(local.journal_key, closed=None)
+        if local.state == "failed":
+            local.state = "pending"
+            local.error = None
+            self._t.state.journal_update(local.journal_key, state="pending", error=None)
+
+    def resize(self, local: LocalFile, size: int) -> None:
+        if size > MAX_FILE_SIZE:
+            raise FileTooBig(f"{size} bytes is past the upload limit")
+        if local.remote is not None:
+            self._reopen(local)
+        os.ftruncate(local.fd, size)
+        local.size = size
+        self.touch(local)
+        self.streams.resized(local, size)
+
+    def _reopen(self, local: LocalFile) -> None:
+        """A write after an upload on a still-open file: local again, replacing it."""
+        rf = local.remote
+        assert rf is not None
+        local.remote = None
+        self._t.attached.pop(rf.id, None)
+        local.path = self._t.ns.display_path(rf.id) or local.path
+        local.replaces = rf.id
+        local.state = "pending"
+        self._journal_pending(local, raw_filename(local.path), replaces=rf.id)
+        self._t.ns.add_local_file(local.path, local.serial)
+        ino = self._t.inodes.existing(FileKey(rf.id))
+        if ino is not None:
+            self._t.inodes.rebind(ino, LocalKey(local.serial))
+
+    def _journal_pending(self, local: LocalFile, filename: str, *, replaces: str) -> None:
+        self._t.state.journal_add(JournalEntry(
+            key=local.journal_key, filename=filename, staged=str(local.staged),
+            state="pending", replaces=replaces, created=time.time()))
+
+    def _mark_failed(self, local: LocalFile, message: str) -> None:
+        local.state = "failed"
+        local.error = message
+        self._t.state.journal_update(local.journal_key, state="failed", error=message)
+
+    def seal(self, local: LocalFile) -> None:
+        """A writer closed (flushed) the file: its staged bytes are final until the next
+        write, so after a crash they may be uploaded (journal ``closed``)."""
+        if local.serial not in self._sealed and not local.unlinked:
+            self._sealed.add(local.serial)
+            self._t.state.journal_update(local.journal_key, closed=time.time())
+
+    # ---- uploading -----------------------------------------------------------------------
+
+    async def upload(self, local: LocalFile) -> None:
+        """Upload local if it changed and is not empty; raises the mapped core error."""
+        if not local.dirty or local.unlinked or local.size == 0:
+            return
+        async with local.lock:
+            if not local.dirty or local.unlinked or local.size == 0:
+                return  # another flush uploaded it while we waited
+            gen = local.generation
+            raw = raw_filename(local.path)
+            local.state = "uploading"
+            self._t.state.journal_update(local.journal_key, state="uploading", filename=raw,
+                                         replaces=local.replaces)
+            body = UploadBody.from_path(local.staged, size=local.size)
+            try:
+                rf = await self._upload_exactly_once(local, raw, body)
+            except (ApiError, UploadSizeMismatch) as exc:
+                message = exc.message if isinstance(exc, ApiError) else str(exc)
+                if local.generation == gen:
+                    local.dirty = False  # retried by the next write-and-close, not by any flush
+                self._mark_failed(local, message)
+                log.warning("upload of %s failed: %s", raw, message)
+                self._t.state.record_error(f"upload of {raw}: {message}")
+                raise (upload_error(exc) if isinstance(exc, ApiError)
+                       else IOFailure(message)) from exc
+            old = local.replaces
+            self._uploaded(local, rf, raw, gen)
+            if old is not None:
+                try:
+                    await self._t.delete_remote(old)
+                except CoreError as exc:
+                    log.warning("uploaded %s but could not delete the file it replaces (%s):"
+                                " %s", raw, old, exc.message)
+                    self._t.state.record_error(f"delete of replaced {old}: {exc.message}")
+
+    async def _send_upload(self, local: LocalFile, raw: str, body: UploadBody) -> RemoteFile:
+        """The upload request: the answer to the file's streamed upload when one carries
+        exactly its bytes under this name (sealed now), else `body` sent now. Raises
+        what `client.upload` raises."""
+        stream = self.streams.take(local, raw)
+        if stream is not None:
+            rf = await stream.outcome()
+            if rf is not None:
+                return rf
+            log.info("streamed upload of %s failed before its end; uploading it again", raw)
+        return await self._t.client.upload(raw, body)
+
+    async def _upload_exactly_once(self, local: LocalFile, raw: str,
+                                   body: UploadBody) -> RemoteFile:
+        """Send the upload; after a failure that may have been applied (500, timeout,
+        unreadable answer), look for the file it made before sending again, and adopt
+        it if there (orfs/core/landed.py). Bounded: MAX_ROUNDS rounds, none started
+        after ROUNDS_TIME seconds. Raises the first round's error when it gives up."""
+        size = local.size
+        resumed = self._resume_since.pop(local.journal_key, None)
+        if resumed is not None:
+            # A previous mount died during this upload: it may have landed.
+            attempt = Attempt(raw, size, resumed)
+        else:
+            # A stream started at the first writes, before this flush.
+            since = local.created_ns / 1e9 if local.stream is not None else time.time()
+            attempt = Attempt(raw, size, since, frozenset(
+                rf.id for rf in self._t.ns.records() if rf.filename == raw and rf.size == size))
+        self._t.state.journal_update(local.journal_key, attempted=attempt.since)
+        if resumed is not None:
+            found = await find_landed(self._t.client, attempt, self._not_ours(local))
+            if found is not None:
+                log.warning("the upload of %s interrupted by the last stop had landed as %s; "
+                            "adopting it (not sending it again)", raw, found.id)
+                self._own_ids[found.id] = True
+                return found
+            log.info("the upload of %s interrupted by the last stop had not landed; "
+                     "sending it", raw)
+        started = time.monotonic()
+        first: ApiError | None = None
+        for round_ in range(1, MAX_ROUNDS + 1):
+            try:
+                if round_ == 1:
+                    rf = await self._send_upload(local, raw, body)
+                else:
+                    rf = await self._t.client.upload(raw, body)
+            except ApiError as exc:
+                if not upload_may_have_applied(exc):
+                    raise
+                first = first or exc
+                log.warning("upload of %s may have been applied (%s): looking for it before "
+                            "sending it again (round %d)", raw, exc, round_)
+            else:
+                self._own_ids[rf.id] = True
+                return rf
+            try:
+                found = await find_landed(self._t.client, attempt, self._not_ours(local))
+            except ApiError as exc:
+                log.warning("cannot tell whether the upload of %s landed (listing failed: %s);"
+                            " not sending it again", raw, exc)
+                raise first from None
+            if found is not None:
+                log.warning("upload of %s had landed as %s despite the error; adopting it",
+                            raw, found.id)
+                self._own_ids[found.id] = True
+                return found
+            if round_ == MAX_ROUNDS or time.monotonic() - started > ROUNDS_TIME:
+                break
+            log.info("upload of %s did not land; sending it again", raw)
+        assert first is not None
+        log.warning("upload of %s: giving up after %d rounds in %.0f s", raw, round_,
+                    time.monotonic() - started)
+        raise first
+
+    def _not_ours(self, local: LocalFile) -> set[str]:
+        """Ids an upload of `local` cannot have made: the file it replaces, and the
+        results of this mount's other uploads (taken at each check)."""
+        out: set[str] = set(self._own_ids.keys())
+        if local.replaces is not None:
+            out.add(local.replaces)
+        return out
+
+    def _uploaded(self, local: LocalFile, rf: RemoteFile, raw: str, gen: int) -> None:
+        """Bind the local file to its new id. Synchronous: one atomic step."""
+        if rf.filename != raw:
+            log.warning("the service stored %r as %r; it is shown where the service put it",
+                        raw, rf.filename)
+        old = local.replaces
+        if old is not None:
+            self._t.ns.remove(old)
+            self._t.state.move_override(old, rf.id)
+        self._t.ns.insert(rf)
+        if local.mode_set or local.mtime_set is not None:
+            self._t.state.set_override(rf.id, mode=local.mode if local.mode_set else None,
+                                       mtime_ns=local.mtime_set, atime_ns=local.atime_set)
+        self._t.state.journal_remove(local.journal_key)
+        local.replaces = None
+        local.error = None
+        if local.generation != gen:
+            # Written during the upload: stays local and dirty, and replaces what we sent.
+            local.replaces = rf.id
+            local.state = "pending"
+            self._journal_pending(local, raw, replaces=rf.id)
+            return
+        local.dirty = False
+        local.state = "uploaded"
+        local.remote = rf
+        self._t.ns.remove_local_file(local.path, local.serial)
+        ino = self._t.inodes.existing(LocalKey(local.serial))
+        if ino is not None:
+            self._t.inodes.rebind(ino, FileKey(rf.id))
+        self._t.attached[rf.id] = local
+        if local.handles <= 0:
+            self.retire(local)
+
+    def in_flight(self) -> int:
+        return sum(1 for lf in self._t.locals.values()
+                   if lf.state == "uploading" and not lf.unlinked)
+
+    async def wait_uploads(self, timeout: float) -> None:
+        """Until no upload is in flight (unmount, SIGTERM); bounded. One that does not
+        end in time stays journaled (state uploading) and resumes at the next mount."""
+        with trio.move_on_after(timeout):
+            while self.in_flight():
+                await trio.sleep(0.05)
+
+    # ---- the journal of a previous mount -------------------------------------------------
+
+    def restore_journal(self) -> list[LocalFile]:
+        """Bring back the local files of a previous mount (crash, or failed uploads),
+        visible at their names. Returns those that still need an upload.
+
+        A file closed since its last write (journal ``closed``) is uploaded again; if the
+        previous mount had started sending it, the upload first looks for the file that
+        attempt may have created (`_upload_exactly_once`). A file that was still being
+        written when the mount stopped is kept, readable, as failed: its bytes may be a
+        torn copy, so they are never uploaded unless someone writes and closes it."""
+        todo: list[LocalFile] = []
+        for entry in self._t.state.journal_entries():
+            staged = Path(entry.staged)
+            try:
+                fd = os.open(staged, os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                self._t.state.journal_remove(entry.key)
+                continue
+            st = os.fstat(fd)
+            size = st.st_size
+            serial = self._serial()
+            path = names.display_path(entry.filename)
+            now = time.time_ns()
+            state: LocalState = "failed" if entry.state == "failed" else "pending"
+            error = entry.error
+            closed = entry.closed is not None and st.st_mtime <= entry.closed + 0.5
+            if state == "pending" and size > 0 and not closed:
+                state = "failed"
+                error = INTERRUPTED
+                self._t.state.journal_update(entry.key, state="failed", error=error)
+                log.warning("%s was being written when the last mount stopped: kept here, "
+                            "not uploaded", entry.filename)
+            local = LocalFile(serial=serial, path=path, staged=staged, fd=fd,
+                              journal_key=entry.key, created_ns=int(entry.created * 1e9),
+                              modified_ns=now, mode=entry.mode or 0o644,
+                              mode_set=entry.mode is not None, size=size,
+                              mtime_set=entry.mtime_ns, replaces=entry.replaces,
+                              state=state, error=error, dirty=state == "pending" and size > 0)
+            self._t.locals[serial] = local
+            self._t.ns.add_local_file(path, serial)
+            if closed:
+                self._sealed.add(serial)
+            if local.dirty:
+                if entry.state == "uploading" or entry.attempted is not None:
+                    self._resume_since[entry.key] = (entry.attempted or entry.closed
+                                                     or entry.created)
+                todo.append(local)
+        return todo
+
+    async def resume_uploads(self, todo: list[LocalFile]) -> None:
+        """Upload what a previous mount left closed but not uploaded, one at a time (an
+        upload it had started is first looked for in the listing: exactly once)."""
+        for local in todo:
+            try:
+                await self.upload(local)
+            except CoreError as exc:
+                log.warning("resumed upload of %s failed: %s", "/".join(local.path),
+                            exc.message)
+            else:
+                if local.state != "failed":
+                    log.info("resumed upload of %s done", "/".join(local.path))

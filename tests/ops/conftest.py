@@ -2,19 +2,17 @@
 
 Everything here goes through the installed console scripts (`orfs`, `mount.orfs`), as a
 user or mount(8) would. Every mount made is unmounted at teardown (orfs unmount, then
-fusermount3 -u, then -u -z) and every process started is stopped by its PID.
+fusermount3 -u, then -u -z) and every process started is stopped by its PID (the
+helpers underneath are tests/mounting.py's).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,24 +20,26 @@ from typing import Any
 import pytest
 
 from tests.conftest import EmulatorProcess
+from tests.mounting import (
+    fuse_missing_reason,
+    in_ci,
+    is_mounted,
+    mount_entry,
+    read_status,
+    stop_process,
+    unmount,
+    wait_mounted,
+    wait_until,
+)
+
+# What the operations tests import from here.
+__all__ = ["MOUNT_ORFS", "ORFS", "Mounts", "clean_env", "in_ci", "is_mounted", "mount_entry",
+           "require_root", "run", "wait_until"]
 
 BIN = Path(sys.prefix) / "bin"
 ORFS = BIN / "orfs"
 MOUNT_ORFS = BIN / "mount.orfs"
 MOUNT_TIMEOUT = 60.0
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def fuse_missing_reason() -> str | None:
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing"
-    if not any(os.access(Path(d) / "fusermount3", os.X_OK)
-               for d in os.environ.get("PATH", os.defpath).split(os.pathsep)):
-        return "fusermount3 is not installed"
-    return None
 
 
 def require_fuse() -> None:
@@ -60,51 +60,11 @@ def require_root(what: str) -> None:
     pytest.skip(f"{what} needs root")
 
 
-def _unescape_mountinfo(field: str) -> str:
-    # mountinfo writes space, tab, newline and backslash as \ooo
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mount_entry(path: Path) -> dict[str, str] | None:
-    """The /proc/self/mountinfo entry of `path` (also for a dead FUSE mount, which
-    `os.path.ismount` may miss): {"source", "fstype", "options"}."""
-    target = os.path.abspath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            if _unescape_mountinfo(fields[4]) == target:
-                fstype, source, super_opts = (right.split() + ["", "", ""])[:3]
-                found = {"fstype": fstype, "source": _unescape_mountinfo(source),
-                         "options": fields[5] + "," + super_opts}
-    return found  # the last one wins: it is the one on top
-
-
-def is_mounted(path: Path) -> bool:
-    return mount_entry(path) is not None
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-
-
 def clean_env(**extra: str) -> dict[str, str]:
     """Our environment without any real API key (tests use the emulator's key file)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "NOTIFY_SOCKET")}
     env.update(extra)
     return env
-
-
-def read_status(mnt: Path) -> dict[str, Any]:
-    status: dict[str, Any] = json.loads(os.getxattr(mnt, "user.orfs.status"))
-    return status
 
 
 def _alive(pid: int) -> bool:
@@ -192,8 +152,7 @@ class Mounts:
         if mnt not in self.mountpoints:
             self.mountpoints.append(mnt)
         if wait:
-            ok = wait_until(lambda: is_mounted(mnt) or proc.poll() is not None, MOUNT_TIMEOUT)
-            assert ok and proc.poll() is None, (
+            assert wait_mounted(mnt, proc, MOUNT_TIMEOUT), (
                 f"orfs mount -f did not mount (exit {proc.poll()}):\n"
                 f"{log_path.read_text(errors='replace')}")
         return proc
@@ -211,21 +170,9 @@ class Mounts:
             self.track(mnt)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.unmount(mnt, "--timeout", "5")
-            for cmd in (["fusermount3", "-u"], ["fusermount3", "-u", "-z"]):
-                if not is_mounted(mnt):
-                    break
-                subprocess.run([*cmd, str(mnt)], capture_output=True, timeout=30)
+            unmount(mnt)
         for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(10)
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            stop_process(proc)
         for pid in self.pids:
             if not wait_until(lambda p=pid: not _alive(p), 10):  # type: ignore[misc]
                 with contextlib.suppress(ProcessLookupError):

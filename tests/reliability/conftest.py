@@ -2,34 +2,35 @@
 
 - ``FixedPortEmulator``: an emulator that comes back on the same port after
   ``restart()``, so a live mount sees "the API went away and came back".
-- ``rig``: makes emulators and mounts (``tests.mount.conftest.Mount``) with any flags and
+- ``rig``: makes emulators and mounts (``tests.mounting.Mount``) with any flags and
   cache directory, and stops all of them at teardown, whatever the test did: unmount
   (``fusermount3 -u``, then ``-u -z``), then the mount process and emulators by PID.
 
-Nothing here imports the FUSE fixtures at module level, so the core-level tests in this
-folder run where FUSE is missing; the FUSE tests import ``tests.mount.conftest`` (which
-fails, never skips, when CI=true and FUSE is missing).
+Nothing here imports the FUSE fixtures, so the core-level tests in this folder run
+where FUSE is missing; the FUSE tests import ``tests.mount.conftest`` (which fails,
+never skips, when CI=true and FUSE is missing).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from tests.conftest import EmulatorProcess, new_workspace
+from tests.mounting import Mount, is_mounted, read_status, wait_for
 
-if TYPE_CHECKING:
-    from tests.mount.conftest import Mount
+__all__ = ["MiB", "Rig", "listed", "pdf_bytes", "status", "wait_for"]  # for the tests
 
 MiB = 1024 * 1024
+# The names the reliability tests know the shared helpers by.
+status = read_status
+listed = is_mounted
 
 
 class FixedPortEmulator(EmulatorProcess):
@@ -60,26 +61,6 @@ class FixedPortEmulator(EmulatorProcess):
         return self
 
 
-def status(path: Path) -> dict[str, Any]:
-    """The mount root's user.orfs.status JSON."""
-    out: dict[str, Any] = json.loads(os.getxattr(path, "user.orfs.status"))
-    return out
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-
-
-def listed(path: Path) -> bool:
-    """In /proc/self/mountinfo (true of a dead FUSE mount too)."""
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == str(path) for line in f)
-
-
 def pdf_bytes(n: int, seed: int) -> bytes:
     """n bytes the emulator accepts (PDF magic, then random bytes)."""
     import random
@@ -104,7 +85,6 @@ class Rig:
 
     def mount(self, emu: EmulatorProcess, *args: str, workspace: str | None = None,
               base: Path | None = None, start: bool = True) -> Mount:
-        from tests.mount.conftest import Mount
         m = Mount(emu, base or self.tmp / f"m{len(self.mounts)}",
                   workspace=workspace or new_workspace(), extra_args=args)
         self.mounts.append(m)
@@ -112,7 +92,6 @@ class Rig:
 
     def remount(self, old: Mount, *args: str) -> Mount:
         """A new mount process of the same mountpoint, cache dir and workspace."""
-        from tests.mount.conftest import Mount
         m = Mount(old.emu, old.path.parent, workspace=old.workspace,
                   extra_args=args or old.extra_args)
         m.log_path = old.path.parent / f"mount-{len(self.mounts)}.log"
@@ -134,8 +113,7 @@ class Rig:
                 pass
         for m in reversed(self.mounts):
             proc = m.proc
-            if proc is not None and proc.poll() is None and not (
-                    os.path.ismount(m.path) or listed(m.path)):
+            if proc is not None and proc.poll() is None and not is_mounted(m.path):
                 proc.send_signal(signal.SIGKILL)
             m.stop()
         for e in self.emulators:

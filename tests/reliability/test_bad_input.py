@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from orfs.config import MAX_FILE_SIZE
-from tests.conftest import EmulatorProcess, new_workspace
+from tests.conftest import EmulatorProcess
 from tests.mount.conftest import FUSE_OK, Mount  # noqa: F401  (fails, never skips, in CI)
+from tests.mounting import mounted
 
 pytestmark = pytest.mark.fuse
 
@@ -24,13 +25,8 @@ pytestmark = pytest.mark.fuse
 @pytest.fixture(scope="module")
 def bad_mount(emulator_session: EmulatorProcess,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
-    m = Mount(emulator_session, tmp_path_factory.mktemp("bad-input"),
-              workspace=new_workspace())
-    m.start()
-    try:
+    with mounted(emulator_session, tmp_path_factory.mktemp("bad-input")) as m:
         yield m
-    finally:
-        m.stop()
 
 
 @pytest.fixture

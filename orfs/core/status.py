@@ -1,0 +1,71 @@
+"""What the mount reports about itself and its files: xattrs, statfs, the status.
+
+A remote file's ``user.openrouter.*`` xattrs are its API record; a local file's
+``user.orfs.state`` (and ``user.orfs.error`` when failed) say where its upload is; the
+root's ``user.orfs.status`` is `mount_status` as JSON (`orfs status` reads it; never
+the key). Read-only: the FUSE adapter answers xattr writes itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from orfs.core import names
+from orfs.core.inodes import DirKey, FileKey, LocalKey
+from orfs.core.tables import FsStats, Tables
+
+QUOTA = 10 * 1024**3            # the workspace quota (files-api.md)
+BLOCK = 4096
+_XATTR_PREFIX = "user.openrouter."
+STATUS_XATTR = "user.orfs.status"
+
+
+async def xattrs(tables: Tables, ino: int, info: Mapping[str, object]) -> dict[str, bytes]:
+    key = tables.key(ino)
+    if key == DirKey(()):
+        return {STATUS_XATTR: json.dumps(mount_status(tables, info)).encode()}
+    local = tables.locals.get(key.serial) if isinstance(key, LocalKey) else None
+    if local is not None:
+        out = {"user.orfs.state": local.state.encode()}
+        if local.state == "failed" and local.error is not None:
+            out["user.orfs.error"] = local.error.encode()
+        return out
+    if isinstance(key, FileKey):
+        rf = await tables.fresh_remote(key.id)
+        return {
+            _XATTR_PREFIX + "id": rf.id.encode(),
+            _XATTR_PREFIX + "filename": rf.filename.encode("utf-8", "surrogatepass"),
+            _XATTR_PREFIX + "mime_type": rf.mime_type.encode(),
+            _XATTR_PREFIX + "created_at": rf.created_at.isoformat().encode(),
+            _XATTR_PREFIX + "downloadable": b"true" if rf.downloadable else b"false",
+        }
+    return {}
+
+
+def fs_stats(tables: Tables) -> FsStats:
+    """statfs: the quota as the size, what is uploaded or waiting to be as used."""
+    waiting = [lf for lf in tables.locals.values() if lf.remote is None]
+    used = sum(rf.size for rf in tables.ns.records()) + sum(lf.size for lf in waiting)
+    free = max(0, QUOTA - used)
+    count = len(tables.ns) + len(waiting)
+    return FsStats(bsize=BLOCK, frsize=BLOCK, blocks=QUOTA // BLOCK, bfree=free // BLOCK,
+                   bavail=free // BLOCK, files=count, ffree=1_000_000, namemax=names.NAME_MAX)
+
+
+def mount_status(tables: Tables, info: Mapping[str, object]) -> dict[str, object]:
+    """The root's user.orfs.status (never the key)."""
+    live = [lf for lf in tables.locals.values() if not lf.unlinked and lf.remote is None]
+    used, limit = tables.content.usage()
+    return {
+        "pending": sum(1 for lf in live if lf.state == "pending" and lf.size > 0),
+        "uploading": sum(1 for lf in live if lf.state == "uploading"),
+        "failed": [{"path": "/".join(lf.path), "error": lf.error or ""}
+                   for lf in live if lf.state == "failed"],
+        "local": len(live),
+        "cache": {"used": used, "limit": limit},
+        "requests": tables.client.stats(),
+        "errors_last_hour": [{"time": t, "message": m}
+                             for t, m in tables.state.recent_errors(3600)],
+        **info,
+    }

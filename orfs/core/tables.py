@@ -1,0 +1,326 @@
+"""What every part of the filesystem core shares, and the queries over it.
+
+`Tables` holds the mount's in-memory tables: inodes, open file handles, local files,
+uploaded files still open (attached to their local file), and files deleted here whose
+inode the kernel may still hold. Its methods answer what an inode or a name is and
+what its attributes are, from these tables and the namespace (a stale record is
+refreshed by one retrieve); and delete a remote file, which unlink, rename and the
+upload of a replacement all do.
+
+Also here: the plain types the façade returns (`Attributes`, `FsStats`), the open
+handles, and the small rules every operation applies (`check_name`, `api_errors`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import stat
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from orfs.api.errors import ApiError, Forbidden, NotFound, Unauthorized
+from orfs.api.models import RemoteFile
+from orfs.api.upload import UploadBody
+from orfs.core import names
+from orfs.core.content import CacheHandle, ContentCache, ContentUnavailable
+from orfs.core.errors import (
+    AccessDenied,
+    CoreError,
+    InvalidArgument,
+    IOFailure,
+    NameTooLong,
+    NoEntry,
+    NotADirectory,
+    NotPermitted,
+)
+from orfs.core.inodes import ByIdKey, DirKey, FileHandle, FileKey, Inode, InodeTable, Key, LocalKey
+from orfs.core.namespace import Namespace
+from orfs.core.state import State
+
+if TYPE_CHECKING:  # writes.py imports this module
+    from orfs.core.writes import LocalFile
+
+# The filesystem's operations log under one name, whichever module they are in
+# (as before they were split out of fs.py; docs/OPERATIONS.md shows it).
+log = logging.getLogger("orfs.core.fs")
+
+BY_ID = ".by-id"
+
+
+class FilesApi(Protocol):
+    """The part of `orfs.api.client.FilesClient` the core uses (a test seam)."""
+
+    def list_pages(self, limit: int = 1000) -> AsyncIterator[list[RemoteFile]]: ...
+
+    async def retrieve(self, file_id: str) -> RemoteFile: ...
+
+    async def upload(self, filename: str, body: UploadBody) -> RemoteFile: ...
+
+    async def delete(self, file_id: str) -> None: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attributes:
+    ino: Inode
+    mode: int           # type and permission bits
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @property
+    def blocks(self) -> int:
+        return -(-self.size // 512)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FsStats:
+    bsize: int
+    frsize: int
+    blocks: int
+    bfree: int
+    bavail: int
+    files: int
+    ffree: int
+    namemax: int
+
+
+@dataclasses.dataclass(eq=False)
+class ReadHandle:
+    """An uploaded file open for reading: its bytes come through the content cache."""
+
+    cache: CacheHandle
+
+
+@dataclasses.dataclass(eq=False)
+class LocalHandle:
+    """A local file open (for reading or writing): its bytes are the staged file."""
+
+    local: LocalFile
+    writable: bool
+
+
+@dataclasses.dataclass(eq=False)
+class DirHandle:
+    """A folder open for readdir: a snapshot of its entries (see `Filesystem.opendir`)."""
+
+    entries: list[tuple[str, Key]]
+
+
+Handle = ReadHandle | LocalHandle | DirHandle
+
+
+def ns_time(dt: datetime) -> int:
+    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+def raw_filename(path: tuple[str, ...]) -> str:
+    """The remote filename a display path uploads as."""
+    return names.raw_filename(path[:-1], path[-1])
+
+
+def check_name(name: str) -> None:
+    """A name the user creates (create, mkdir, rename's target): valid and not too long."""
+    if len(name.encode("utf-8", "surrogateescape")) > names.NAME_MAX:
+        raise NameTooLong(name[:40] + "...")
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise InvalidArgument(f"not a valid name: {name!r}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"not UTF-8: {name!r}") from None
+
+
+@contextlib.contextmanager
+def api_errors(what: str) -> Iterator[None]:
+    """API errors outside uploads -> core errors (uploads use writes.upload_error)."""
+    try:
+        yield
+    except NotFound as exc:
+        raise NoEntry(f"{what}: {exc.message}") from exc
+    except (Unauthorized, Forbidden) as exc:
+        raise AccessDenied(f"{what}: {exc}") from exc
+    except ApiError as exc:
+        raise IOFailure(f"{what}: {exc}") from exc
+
+
+def content_error(exc: ContentUnavailable) -> CoreError:
+    """The core error for bytes the content cache could not get."""
+    return (AccessDenied if exc.not_downloadable else IOFailure)(exc.reason)
+
+
+def unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc)
+
+
+class Tables:
+    """The mount's in-memory tables and the lookups over them (module doc)."""
+
+    def __init__(self, client: FilesApi, content: ContentCache, state: State,
+                 ns: Namespace) -> None:
+        self.client = client
+        self.content = content
+        self.state = state
+        self.ns = ns
+        self.inodes = InodeTable()
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        self.started_ns = time.time_ns()
+        self.locals: dict[int, LocalFile] = {}      # serial -> local file
+        self.attached: dict[str, LocalFile] = {}    # uploaded, still open: id -> local
+        self.gone: dict[str, RemoteFile] = {}       # deleted here, inode maybe still held
+        self.handles: dict[int, Handle] = {}
+        self._next_fh = 1
+
+    def new_fh(self, handle: Handle) -> FileHandle:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = handle
+        return FileHandle(fh)
+
+    # ---- what an inode or a name is --------------------------------------------------
+
+    def key(self, ino: int) -> Key:
+        key = self.inodes.key_of(ino)
+        if key is None:
+            raise NoEntry(f"inode {ino}")
+        return key
+
+    def folder(self, ino: int) -> tuple[str, ...]:
+        """The path of a folder something is made or removed in."""
+        key = self.key(ino)
+        if isinstance(key, DirKey):
+            return key.path
+        if isinstance(key, ByIdKey):
+            raise NotPermitted(".by-id holds existing files only")
+        raise NotADirectory(f"inode {ino}")
+
+    async def resolve(self, parent: int, name: str) -> Key | None:
+        pkey = self.key(parent)
+        if isinstance(pkey, ByIdKey):
+            with api_errors("retrieve"):
+                rf = await self.ns.fresh_record(name)
+            return None if rf is None else FileKey(rf.id)
+        if not isinstance(pkey, DirKey):
+            raise NotADirectory(f"inode {parent}")
+        if pkey.path == () and name == BY_ID:
+            return ByIdKey()
+        with api_errors("list"):
+            return await self.ns.lookup(pkey.path, name)
+
+    async def fresh_remote(self, file_id: str) -> RemoteFile:
+        """The remote file's record, refreshed if expired; NoEntry if it is gone."""
+        with api_errors("retrieve"):
+            rf = await self.ns.fresh_record(file_id)
+        if rf is None:
+            raise NoEntry(file_id)
+        return rf
+
+    def local_of(self, key: Key) -> LocalFile | None:
+        """The local file holding key's bytes: not uploaded yet, or uploaded and open."""
+        if isinstance(key, LocalKey):
+            return self.locals.get(key.serial)
+        if isinstance(key, FileKey):
+            return self.attached.get(key.id)
+        return None
+
+    def readable(self, rf: RemoteFile) -> bool:
+        return rf.downloadable or rf.id in self.attached or self.content.is_cached(rf.id)
+
+    def open_for_writing(self, local: LocalFile) -> bool:
+        return any(isinstance(h, LocalHandle) and h.local is local and h.writable
+                   for h in self.handles.values())
+
+    # ---- attributes ------------------------------------------------------------------
+
+    def dir_attrs(self, ino: Inode) -> Attributes:
+        t = self.started_ns
+        return Attributes(ino, stat.S_IFDIR | 0o755, 2, self.uid, self.gid, 0, t, t, t)
+
+    def local_attrs(self, ino: Inode, local: LocalFile) -> Attributes:
+        mtime = local.mtime_set if local.mtime_set is not None else local.modified_ns
+        atime = local.atime_set if local.atime_set is not None else mtime
+        return Attributes(ino, stat.S_IFREG | (local.mode & 0o7777), 1, self.uid, self.gid,
+                          local.size, atime, mtime, local.created_ns)
+
+    def file_attrs(self, ino: Inode, rf: RemoteFile, nlink: int = 1) -> Attributes:
+        created = ns_time(rf.created_at)
+        ov = self.state.get_override(rf.id)
+        readable = self.readable(rf)
+        perm = 0o644 if readable else 0o200
+        mtime = atime = created
+        if ov is not None:
+            if ov.mode is not None:
+                perm = ov.mode & 0o7777
+            mtime = ov.mtime_ns if ov.mtime_ns is not None else created
+            atime = ov.atime_ns if ov.atime_ns is not None else mtime
+        if not readable:
+            perm &= ~0o444  # the API will not serve it: never claim it can be read
+        return Attributes(ino, stat.S_IFREG | perm, nlink, self.uid, self.gid, rf.size,
+                          atime, mtime, created)
+
+    async def attrs(self, ino: Inode, key: Key) -> Attributes:
+        if isinstance(key, (DirKey, ByIdKey)):
+            return self.dir_attrs(ino)
+        if isinstance(key, LocalKey):
+            local = self.locals.get(key.serial)
+            if local is None:
+                raise NoEntry(f"local file {key.serial}")
+            return self.local_attrs(ino, local)
+        with api_errors("retrieve"):
+            rf = await self.ns.fresh_record(key.id)
+        if rf is None:
+            gone = self.gone.get(key.id)
+            if gone is None:
+                raise NoEntry(key.id)
+            return self.file_attrs(ino, gone, nlink=0)
+        return self.file_attrs(ino, rf)
+
+    def entry_attrs(self, ino: Inode, key: Key) -> Attributes:
+        """Attributes from memory only (readdir: the listing is fresh)."""
+        if isinstance(key, FileKey):
+            rf = self.ns.record(key.id)
+            if rf is not None:
+                return self.file_attrs(ino, rf)
+            return self.dir_attrs(ino)  # unreachable in practice; never raise in readdir
+        if isinstance(key, LocalKey):
+            local = self.locals.get(key.serial)
+            if local is not None:
+                return self.local_attrs(ino, local)
+        return self.dir_attrs(ino)
+
+    # ---- deleting ----------------------------------------------------------------------
+
+    async def delete_remote(self, file_id: str) -> None:
+        """Delete a remote file (already gone is fine) and forget it here."""
+        with api_errors("delete"), contextlib.suppress(NotFound):
+            await self.client.delete(file_id)
+        rf = self.ns.remove(file_id)
+        if rf is not None:
+            self.gone[file_id] = rf
+        self.content.drop(file_id)
+        self.state.drop_override(file_id)
+
+    def detach(self, file_id: str) -> None:
+        """An uploaded file still open is deleted or replaced: its open local copy is let
+        go (its handles keep reading the staged bytes, now unlinked)."""
+        attached = self.attached.pop(file_id, None)
+        if attached is not None:
+            attached.unlinked = True
+            unlink_quietly(attached.staged)
