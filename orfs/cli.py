@@ -28,11 +28,11 @@ from orfs.config import (
     DEFAULT_API_BASE,
     DEFAULT_CACHE_MAX_SIZE,
     DEFAULT_DIR_CACHE_TTL,
+    STATUS_XATTR,
     MountConfig,
     parse_size,
 )
 
-STATUS_XATTR = "user.orfs.status"
 STATUS_FILE = ".orfs-status"  # the same JSON as a file in the root (--no-xattr mounts)
 
 # -o options that mount(8), mount.fuse3, fstab and systemd pass and that mean nothing to

@@ -11,6 +11,7 @@ DEFAULT_API_BASE = "https://openrouter.ai/api/v1"
 DEFAULT_CACHE_MAX_SIZE = 10 * 1024**3
 DEFAULT_DIR_CACHE_TTL = 10.0
 MAX_FILE_SIZE = 100 * 1024 * 1024  # the API's upload limit (104,857,600 bytes)
+STATUS_XATTR = "user.orfs.status"  # the mount root's status JSON (orfs status reads it)
 
 
 @dataclasses.dataclass(frozen=True)

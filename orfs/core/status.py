@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from orfs.config import STATUS_XATTR
 from orfs.core import names
 from orfs.core.inodes import DirKey, FileKey, LocalKey
 from orfs.core.tables import FsStats, Tables
@@ -18,7 +19,6 @@ from orfs.core.tables import FsStats, Tables
 QUOTA = 10 * 1024**3            # the workspace quota (files-api.md)
 BLOCK = 4096
 _XATTR_PREFIX = "user.openrouter."
-STATUS_XATTR = "user.orfs.status"
 
 
 async def xattrs(tables: Tables, ino: int, info: Mapping[str, object]) -> dict[str, bytes]:
