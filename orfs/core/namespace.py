@@ -22,6 +22,7 @@ Concurrency invariants (one trio thread):
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Protocol
@@ -43,6 +44,7 @@ from orfs.core import names
 from orfs.core.inodes import DirKey, FileKey, Key, LocalKey
 
 log = logging.getLogger(__name__)
+_name_of = operator.itemgetter(0)
 
 Path = tuple[str, ...]
 
@@ -314,4 +316,6 @@ class Namespace:
         kids = self.tree().get(folder)
         if kids is None:
             return None
-        return sorted(kids.items())
+        # Names are unique within a folder: sorting by name alone gives the same order
+        # as sorting the pairs, with one string comparison per step instead of two.
+        return sorted(kids.items(), key=_name_of)
