@@ -703,6 +703,7 @@ class ContentCache:
             if live and entry.dropped and entry.pins == 0:
                 self._forget(entry)
             return False
+        self._evict(incoming=download.arrived)
         try:
             os.rename(download.temp_path, self._path(entry))
         except OSError as exc:
@@ -756,6 +757,8 @@ class ContentCache:
             self._entries[file_id] = entry
         path = self._path(entry)
         os.chmod(staged, 0o600)
+        if not entry.complete:
+            self._evict(incoming=size)  # room first (see _evict)
         os.replace(staged, path)
         if entry.complete:
             self._used -= entry.size
@@ -812,11 +815,16 @@ class ContentCache:
         if entry.download is not None and not entry.download.finished:
             entry.download.cancel_scope.cancel()
 
-    def _evict(self) -> None:
+    def _evict(self, incoming: int = 0) -> None:
         """Bring usage under the limit by removing unpinned complete entries: first those
         that can be downloaded again, least recently opened first; then adopted ones,
-        oldest first, but only while adopted bytes alone exceed the limit (invariant 4)."""
+        oldest first, but only while adopted bytes alone exceed the limit (invariant 4).
+
+        ``incoming``: bytes about to be moved into ``content/``; room is made first, so
+        the directory never holds more than the limit, not even between two syscalls.
+        """
         used, limit = self.usage()
+        used += incoming
         if used <= limit:
             return
         candidates = sorted(
