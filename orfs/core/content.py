@@ -404,7 +404,7 @@ class ContentCache:
     def _load(self) -> None:
         """Reconcile the index with the disk: keep only complete, intact entries."""
         for leftover in os.scandir(self._partial_dir):
-            _unlink_quietly(Path(leftover.path))
+            unlink_quietly(Path(leftover.path))
         on_disk: dict[str, int] = {}
         for item in os.scandir(self._content_dir):
             try:
@@ -428,7 +428,7 @@ class ContentCache:
                     self._discarded += 1
                 self._state.content_remove(rec.file_id)
         for name in on_disk.keys() - kept:
-            _unlink_quietly(self._content_dir / name)
+            unlink_quietly(self._content_dir / name)
         log.debug("content cache: %d entries, %d bytes", len(self._entries), self._used)
         self._evict()
 
@@ -678,7 +678,7 @@ class ContentCache:
                 raise ContentUnavailable(f"download failed: {exc!r}", cause=exc) from exc
 
     def _abandon(self, entry: _Entry, download: _Download, error: ContentUnavailable) -> None:
-        _unlink_quietly(download.temp_path)  # open handles keep their own fds
+        unlink_quietly(download.temp_path)  # open handles keep their own fds
         self._active.discard(download)
         download.finish(error)
         self._downloads_failed += 1
@@ -699,7 +699,7 @@ class ContentCache:
         live = self._entries.get(entry.file_id) is entry
         if not live or entry.complete or entry.dropped:
             # Removed meanwhile, or adopted from an upload while it downloaded.
-            _unlink_quietly(download.temp_path)
+            unlink_quietly(download.temp_path)
             if live and entry.dropped and entry.pins == 0:
                 self._forget(entry)
             return False
@@ -708,7 +708,7 @@ class ContentCache:
             os.rename(download.temp_path, self._path(entry))
         except OSError as exc:
             log.warning("could not keep the download of %s: %s", entry.file_id, exc)
-            _unlink_quietly(download.temp_path)
+            unlink_quietly(download.temp_path)
             if entry.pins == 0:
                 self._forget(entry)
             return False
@@ -811,7 +811,7 @@ class ContentCache:
         if entry.complete:
             entry.complete = False
             self._used -= entry.size
-            _unlink_quietly(self._path(entry))
+            unlink_quietly(self._path(entry))
         if entry.download is not None and not entry.download.finished:
             entry.download.cancel_scope.cancel()
 
@@ -883,7 +883,8 @@ def _fsync_path(path: Path) -> bool:
         os.close(fd)
 
 
-def _unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path) -> None:
+    """Remove ``path``; already gone is fine, any other failure is logged."""
     try:
         os.unlink(path)
     except FileNotFoundError:

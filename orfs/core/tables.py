@@ -21,14 +21,13 @@ import stat
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from orfs.api.errors import ApiError, Forbidden, NotFound, Unauthorized
 from orfs.api.models import RemoteFile
 from orfs.api.upload import UploadBody
 from orfs.core import names
-from orfs.core.content import CacheHandle, ContentCache, ContentUnavailable
+from orfs.core.content import CacheHandle, ContentCache, ContentUnavailable, unlink_quietly
 from orfs.core.errors import (
     AccessDenied,
     CoreError,
@@ -158,15 +157,6 @@ def api_errors(what: str) -> Iterator[None]:
 def content_error(exc: ContentUnavailable) -> CoreError:
     """The core error for bytes the content cache could not get."""
     return (AccessDenied if exc.not_downloadable else IOFailure)(exc.reason)
-
-
-def unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not remove %s: %s", path, exc)
 
 
 class Tables:

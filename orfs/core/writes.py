@@ -62,6 +62,7 @@ from orfs.api.retry import upload_may_have_applied
 from orfs.api.upload import UploadBody, UploadSizeMismatch
 from orfs.config import MAX_FILE_SIZE
 from orfs.core import names
+from orfs.core.content import unlink_quietly
 from orfs.core.errors import (
     AccessDenied,
     CoreError,
@@ -73,7 +74,7 @@ from orfs.core.errors import (
 from orfs.core.inodes import FileHandle, FileKey, LocalKey
 from orfs.core.landed import MAX_ROUNDS, ROUNDS_TIME, Attempt, find_landed
 from orfs.core.state import JournalEntry, make_private_dir
-from orfs.core.tables import LocalHandle, Tables, raw_filename, unlink_quietly
+from orfs.core.tables import LocalHandle, Tables, raw_filename
 
 if TYPE_CHECKING:
     from orfs.core.streaming import UploadStream, UploadStreams
