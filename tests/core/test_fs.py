@@ -3,95 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
-import httpx
 import pytest
-import trio
 from starlette.applications import Starlette
 
-from orfs.api.client import FilesClient
 from orfs.config import MAX_FILE_SIZE
 from orfs.core import errors as ce
-from orfs.core.content import ContentCache
-from orfs.core.fs import Filesystem
 from orfs.core.inodes import ROOT_INODE
-from orfs.core.state import State
-from orfs.emulator.app import EmulatorConfig, create_app
 from orfs.emulator.store import Scope
+from tests.core.harness import Env, env_fixture, output
 
-KEY = "core-test-key"
-URL = "http://emulator.test/api/v1"
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[Starlette]:
-    a = create_app(EmulatorConfig(data_dir=tmp_path / "emu", api_key=KEY))
-    yield a
-    a.state.emulator.store.close()
-
-
-def output(app: Starlette, name: str, data: bytes) -> str:
-    rec = app.state.emulator.store.add_bytes(Scope(), data, filename=name,
-                                             mime_type="text/plain", downloadable=True)
-    return str(rec.id)
-
-
-class Env:
-    def __init__(self, fs: Filesystem, client: FilesClient, clock: Clock) -> None:
-        self.fs = fs
-        self.client = client
-        self.clock = clock
-
-    async def path(self, *names: str) -> int:
-        ino = int(ROOT_INODE)
-        for n in names:
-            ino = int((await self.fs.lookup(ino, n)).ino)
-        return ino
-
-    async def write_file(self, name: str, data: bytes, parent: int = ROOT_INODE) -> int:
-        fh, attrs = await self.fs.create(parent, name, 0o644, os.O_WRONLY | os.O_CREAT)
-        await self.fs.write(fh, 0, data)
-        try:
-            await self.fs.flush(fh)
-        finally:
-            await self.fs.release(fh)
-        return int(attrs.ino)
-
-    async def read_all(self, ino: int) -> bytes:
-        fh = await self.fs.open(ino, os.O_RDONLY)
-        try:
-            return await self.fs.read(fh, 0, 1 << 20)
-        finally:
-            await self.fs.release(fh)
-
-
-@pytest.fixture
-async def env(app: Starlette, tmp_path: Path) -> AsyncIterator[Env]:
-    client = FilesClient(URL, KEY, transport=httpx.ASGITransport(app=app))
-    state = State(tmp_path / "cache")
-    content = ContentCache(tmp_path / "cache", 1 << 30, client, state)
-    clock = Clock()
-    fs = Filesystem(client, content, state, staging_dir=tmp_path / "cache" / "staging",
-                    dir_cache_ttl=10.0, clock=clock)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(content.run)
-            yield Env(fs, client, clock)
-            nursery.cancel_scope.cancel()
-    finally:
-        await client.aclose()
-        state.close()
+env = env_fixture()
 
 
 async def test_lookup_getattr_readdir_come_from_one_listing(app: Starlette, env: Env) -> None:

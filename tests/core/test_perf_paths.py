@@ -15,12 +15,9 @@ from starlette.applications import Starlette
 
 from orfs.core.inodes import ROOT_INODE
 from orfs.fuse.ops import Operations
-from tests.core import test_fs
-from tests.core.test_fs import Env, output
+from tests.core.harness import Env, env_fixture, output
 
-# The emulator-backed core of test_fs, as fixtures of this module too.
-app = test_fs.app
-env = test_fs.env
+env = env_fixture()  # the emulator-backed core, as test_fs has it
 
 
 class _NoCore:

@@ -4,47 +4,23 @@ unlink by id (issue 4): the core over the in-process emulator, no kernel."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import httpx
 import pytest
 import trio
 from starlette.applications import Starlette
 
-from orfs.api.client import FilesClient
 from orfs.core import errors as ce
-from orfs.core.content import ContentCache
-from orfs.core.fs import RENAME_EXCHANGE, RENAME_NOREPLACE, Filesystem
+from orfs.core.fs import RENAME_EXCHANGE, RENAME_NOREPLACE
 from orfs.core.inodes import ROOT_INODE
 from orfs.core.replace import looks_temporary
-from orfs.core.state import State
 from orfs.emulator.store import Scope
-from tests.core.test_fs import KEY, URL, Clock, Env, app, output
-
-__all__ = ["app"]  # the emulator fixture, shared with test_fs
+from tests.core.harness import Env, env_fixture, output
 
 GRACE = 0.3
 BINARY = bytes(range(256)) * 4  # the service refuses it (unsupported type)
 
-
-@pytest.fixture
-async def env(app: Starlette, tmp_path: Path) -> AsyncIterator[Env]:
-    client = FilesClient(URL, KEY, transport=httpx.ASGITransport(app=app))
-    state = State(tmp_path / "cache")
-    content = ContentCache(tmp_path / "cache", 1 << 30, client, state)
-    clock = Clock()
-    fs = Filesystem(client, content, state, staging_dir=tmp_path / "cache" / "staging",
-                    dir_cache_ttl=10.0, clock=clock, temp_grace=GRACE)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(content.run)
-            await nursery.start(fs.run)
-            yield Env(fs, client, clock)
-            nursery.cancel_scope.cancel()
-    finally:
-        await client.aclose()
-        state.close()
+# With the held uploads of temporary names running, after GRACE seconds.
+env = env_fixture(temp_grace=GRACE, held_uploads=True)
 
 
 def counts(env: Env) -> tuple[int, int, int]:

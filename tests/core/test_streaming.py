@@ -5,30 +5,23 @@ falls back to the upload at flush, and a cancelled stream never creates a file."
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 import trio
-from starlette.applications import Starlette
 
 from orfs.api.client import FilesClient
 from orfs.api.models import RemoteFile
 from orfs.api.upload import UploadBody
 from orfs.config import MAX_FILE_SIZE
 from orfs.core import errors as ce
-from orfs.core.content import ContentCache
-from orfs.core.fs import Filesystem
 from orfs.core.inodes import ROOT_INODE
-from orfs.core.state import State
 from orfs.core.streaming import CHUNK, STREAM_AFTER
-from orfs.emulator.app import EmulatorConfig, create_app
-from orfs.emulator.store import Scope
+from tests.core import harness
+from tests.core.harness import env_fixture
+from tests.core.harness import records as remote
 
-KEY = "stream-test-key"
-URL = "http://emulator.test/api/v1"
 PIECE = 128 * 1024  # what cp writes
 
 
@@ -56,23 +49,10 @@ class CountingClient(FilesClient):
         return await super().upload(filename, UploadBody(counted, body.size))
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[Starlette]:
-    a = create_app(EmulatorConfig(data_dir=tmp_path / "emu", api_key=KEY))
-    yield a
-    a.state.emulator.store.close()
+class Env(harness.Env):
+    """The core with a counting client, written to in the pieces cp writes."""
 
-
-def remote(app: Starlette) -> list[Any]:
-    records, _ = app.state.emulator.store.page(Scope(), after_seq=None, limit=1000)
-    return list(records)
-
-
-class Env:
-    def __init__(self, fs: Filesystem, client: CountingClient, app: Starlette) -> None:
-        self.fs = fs
-        self.client = client
-        self.app = app
+    client: CountingClient
 
     async def create(self, name: str) -> int:
         fh, _ = await self.fs.create(ROOT_INODE, name, 0o644, os.O_WRONLY | os.O_CREAT)
@@ -82,51 +62,12 @@ class Env:
         for i in range(0, len(data), PIECE):
             await self.fs.write(fh, start + i, data[i:i + PIECE])
 
-    async def close(self, fh: int) -> None:
-        try:
-            await self.fs.flush(fh)
-        finally:
-            await self.fs.release(fh)
-
     async def read(self, name: str) -> bytes:
-        ino = (await self.fs.lookup(ROOT_INODE, name)).ino
-        fh = await self.fs.open(ino, os.O_RDONLY)
-        out = b""
-        try:
-            while chunk := await self.fs.read(fh, len(out), 1 << 20):
-                out += chunk
-        finally:
-            await self.fs.release(fh)
-        return out
+        return await self.read_all(name)
 
 
-async def _env(app: Starlette, tmp_path: Path, *, stream: bool) -> AsyncIterator[Env]:
-    client = CountingClient(URL, KEY, transport=httpx.ASGITransport(app=app))
-    state = State(tmp_path / "cache")
-    content = ContentCache(tmp_path / "cache", 1 << 30, client, state)
-    fs = Filesystem(client, content, state, staging_dir=tmp_path / "cache" / "staging",
-                    stream_uploads=stream)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(content.run)
-            await nursery.start(fs.streams.run)
-            yield Env(fs, client, app)
-            nursery.cancel_scope.cancel()
-    finally:
-        await client.aclose()
-        state.close()
-
-
-@pytest.fixture
-async def env(app: Starlette, tmp_path: Path) -> AsyncIterator[Env]:
-    async for e in _env(app, tmp_path, stream=True):
-        yield e
-
-
-@pytest.fixture
-async def env_off(app: Starlette, tmp_path: Path) -> AsyncIterator[Env]:
-    async for e in _env(app, tmp_path, stream=False):
-        yield e
+env = env_fixture(Env, client_class=CountingClient, streams=True)
+env_off = env_fixture(Env, client_class=CountingClient, streams=True, stream_uploads=False)
 
 
 async def settle() -> None:

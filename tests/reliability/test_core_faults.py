@@ -16,8 +16,9 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyfuse3
@@ -25,20 +26,19 @@ import pytest
 import trio
 from starlette.applications import Starlette
 
-from orfs.api.client import FilesClient
 from orfs.api.retry import RetryPolicy
 from orfs.core import errors as ce
-from orfs.core.content import ContentCache
-from orfs.core.fs import INTERRUPTED, Filesystem
+from orfs.core.fs import INTERRUPTED
 from orfs.core.inodes import ROOT_INODE, FileKey
 from orfs.core.namespace import API_DOWN_BACKOFF
 from orfs.core.state import JournalEntry, State
-from orfs.emulator.app import EmulatorConfig, create_app
-from orfs.emulator.store import FileRecord, Scope
+from orfs.emulator.store import Scope
 from orfs.fuse.ops import Operations
+from tests.core import harness
+from tests.core.harness import app, env_fixture
 
-KEY = "reliability-core-key-0123456789"
-URL = "http://emulator.test/api/v1"
+__all__ = ["app"]  # the emulator fixture of tests.core.harness
+
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 64
 
 # A fast retry policy: the same rules, milliseconds instead of seconds.
@@ -129,85 +129,25 @@ class Faults(httpx.AsyncBaseTransport):
         raise AssertionError(action)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Env:
-    def __init__(self, app: Starlette, faults: Faults, fs: Filesystem, client: FilesClient,
-                 clock: Clock) -> None:
-        self.app = app
-        self.faults = faults
-        self.fs = fs
-        self.client = client
-        self.clock = clock
+class Env(harness.Env):
+    """The core over a `Faults` transport, with fast retries."""
 
     @property
-    def store(self) -> object:
-        return self.app.state.emulator.store
-
-    def remote(self, filename: str | None = None) -> list[FileRecord]:
-        recs, _ = self.app.state.emulator.store.page(Scope(), after_seq=None, limit=1000)
-        return [r for r in recs if filename is None or r.filename == filename]
-
-    async def write_file(self, name: str, data: bytes) -> int:
-        fh, attrs = await self.fs.create(ROOT_INODE, name, 0o644, os.O_WRONLY | os.O_CREAT)
-        await self.fs.write(fh, 0, data)
-        try:
-            await self.fs.flush(fh)
-        finally:
-            await self.fs.release(fh)
-        return int(attrs.ino)
-
-    async def read_all(self, name: str) -> bytes:
-        ino = (await self.fs.lookup(ROOT_INODE, name)).ino
-        fh = await self.fs.open(ino, os.O_RDONLY)
-        try:
-            out = b""
-            while True:
-                chunk = await self.fs.read(fh, len(out), 1 << 20)
-                if not chunk:
-                    return out
-                out += chunk
-        finally:
-            await self.fs.release(fh)
+    def faults(self) -> Faults:
+        assert isinstance(self.transport, Faults)
+        return self.transport
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[Starlette]:
-    a = create_app(EmulatorConfig(data_dir=tmp_path / "emu", api_key=KEY))
-    yield a
-    a.state.emulator.store.close()
+# The core here: the faults under its client, which retries fast.
+FAULTY: dict[str, Any] = {"transport": Faults,
+                          "client_options": {"retry": FAST, "read_retry": FAST}}
 
 
-@contextlib.asynccontextmanager
-async def make_env(app: Starlette, cache: Path, *, ttl: float = 10.0
-                    ) -> AsyncIterator[Env]:
-    faults = Faults(app)
-    client = FilesClient(URL, KEY, transport=faults, retry=FAST, read_retry=FAST)
-    state = State(cache)
-    content = ContentCache(cache, 1 << 30, client, state)
-    clock = Clock()
-    fs = Filesystem(client, content, state, staging_dir=cache / "staging",
-                    dir_cache_ttl=ttl, clock=clock)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(content.run)
-            yield Env(app, faults, fs, client, clock)
-            nursery.cancel_scope.cancel()
-    finally:
-        await client.aclose()
-        state.close()
+def make_env(app: Starlette, cache: Path) -> contextlib.AbstractAsyncContextManager[Env]:
+    return Env.running(app, cache, **FAULTY)
 
 
-@pytest.fixture
-async def env(app: Starlette, tmp_path: Path) -> AsyncIterator[Env]:
-    async with make_env(app, tmp_path / "cache") as e:
-        yield e
+env = env_fixture(Env, **FAULTY)
 
 
 # ---- exactly-once uploads --------------------------------------------------------------
