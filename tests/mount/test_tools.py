@@ -8,7 +8,6 @@ import errno
 import io
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -175,7 +174,6 @@ def test_an_editors_save_cycle_uploads_once_and_deletes_the_old(mnt: Mount) -> N
     assert blob(mnt, "edit/x.txt") == b"version 3\n"
 
 
-@pytest.mark.skipif(shutil.which("vim") is None, reason="vim is not installed")
 def test_vim_saves_with_one_upload(mnt: Mount) -> None:
     d = mnt.path / "vim"
     d.mkdir()
