@@ -36,6 +36,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 DEFAULT_QUOTA = 10 * 1024**3
 ID_PREFIX = "or_file_"
@@ -224,13 +225,17 @@ class Store:
     def remaining(self, scope: Scope) -> int:
         return max(0, self.quota - self.used(scope))
 
+    def _live_row(self, scope: Scope, file_id: str) -> Any:
+        """The row of a live file of ``scope`` (caller holds the lock), or None."""
+        return self._db.execute(
+            f"SELECT {_COLUMNS} FROM files"
+            " WHERE id = ? AND workspace = ? AND provider = ? AND deleted = 0",
+            (file_id, scope.workspace, scope.provider),
+        ).fetchone()
+
     def get(self, scope: Scope, file_id: str) -> FileRecord | None:
         with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM files"
-                " WHERE id = ? AND workspace = ? AND provider = ? AND deleted = 0",
-                (file_id, scope.workspace, scope.provider),
-            ).fetchone()
+            row = self._live_row(scope, file_id)
         return _record(row) if row else None
 
     def seq_of(self, scope: Scope, file_id: str) -> int | None:
@@ -341,11 +346,7 @@ class Store:
     def delete(self, scope: Scope, file_id: str) -> FileRecord | None:
         """Delete a live file; None when the scope has no such file."""
         with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM files"
-                " WHERE id = ? AND workspace = ? AND provider = ? AND deleted = 0",
-                (file_id, scope.workspace, scope.provider),
-            ).fetchone()
+            row = self._live_row(scope, file_id)
             if row is None:
                 return None
             self._db.execute("UPDATE files SET deleted = 1 WHERE id = ?", (file_id,))
