@@ -8,9 +8,9 @@ is neither a core nor an API error is a bug: logged with its traceback, answered
 Two things live here rather than in the core, because they exist only at the kernel
 boundary: the root's hidden ``.orfs-status`` file (the `user.orfs.status` JSON as a
 file, for mounts without xattrs: ``--no-xattr``), served under an inode and handle
-numbers the core's counters never reach; and the answer ENOSYS to getxattr/listxattr
-under ``--no-xattr``, after which the kernel stops sending them (``ls -l`` asks two per
-file otherwise).
+numbers the core's counters never reach; and the answers to xattr names outside
+``user.`` (ENOTSUP at once: see `Operations.getxattr`) and to every xattr request under
+``--no-xattr`` (ENOSYS, after which the kernel stops sending them).
 """
 
 from __future__ import annotations
@@ -331,12 +331,17 @@ class Operations(pyfuse3.Operations):
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         # `ls -l` asks every file for security.selinux and system.posix_acl_access, and
-        # without FUSE_POSIX_ACL the kernel sends both here, uncached: 20,000 requests
-        # for 10,000 files. Only user.* names exist here, so answer the rest at once,
-        # before any core call, log line or exception mapping.
+        # without FUSE_POSIX_ACL the kernel sends both here, uncached. Only the user.
+        # namespace exists here: any other is ENOTSUP, what a filesystem without that
+        # namespace's handler answers (fs/xattr.c), and what ls (and libselinux/libacl
+        # callers) remember per device: after the first file it stops asking, so an
+        # `ls -l` of 10,000 files costs 2 of these round trips, not 20,000.
+        # Answered at once, before any core call, log line or exception mapping.
         if not self._xattrs:
             raise pyfuse3.FUSEError(errno.ENOSYS)  # --no-xattr: the kernel stops asking
-        if not name.startswith(b"user.") or inode == STATUS_INODE:
+        if not name.startswith(b"user."):
+            raise pyfuse3.FUSEError(errno.ENOTSUP)
+        if inode == STATUS_INODE:
             raise pyfuse3.FUSEError(ENODATA)
         return await self._user_xattr(inode, name)
 

@@ -51,9 +51,13 @@ def test_the_status_file_exists_beside_the_xattr(mount_factory: Callable[..., Mo
     m = mount_factory()
     _check_status_file(m)
     assert json.loads(os.getxattr(m.path, "user.orfs.status"))["mountpoint"] == str(m.path)
-    # the names ls -l asks for are answered without the core: ENODATA
+    # the names ls -l asks for are answered without the core: ENOTSUP (no such namespace)
+    for name in ("security.selinux", "system.posix_acl_access"):
+        with pytest.raises(OSError) as e:
+            os.getxattr(m.path / "x.txt", name)
+        assert e.value.errno == errno.ENOTSUP
     with pytest.raises(OSError) as e:
-        os.getxattr(m.path / "x.txt", "security.selinux")
+        os.getxattr(m.path / "x.txt", "user.nothing")
     assert e.value.errno == errno.ENODATA
     assert "user.openrouter.id" in os.listxattr(m.path / "x.txt")
 
@@ -78,3 +82,21 @@ def test_no_xattr_mount_lists_and_reports_status(mount_factory: Callable[..., Mo
     assert status["mountpoint"] == str(m.path)
     # reads and writes are unaffected
     assert (m.path / "f03.txt").read_bytes() == b"x\n"
+
+
+def test_ls_asks_one_file_for_labels_and_acls(mount_factory: Callable[..., Mount],
+                                              tmp_path: Path) -> None:
+    # ls -l asks every file for security.selinux and system.posix_acl_access, and gives
+    # up on a device once it answers ENOTSUP: 2 round trips for the folder, not 2 a file.
+    m = mount_factory()
+    for i in range(50):
+        m.output(f"f{i:02d}.txt", b"x\n")
+    trace = tmp_path / "trace"
+    out = subprocess.run(["strace", "-f", "-qq", "-o", str(trace), "-e",
+                          "trace=getxattr,lgetxattr", "ls", "-l", str(m.path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert len(out.splitlines()) == 51
+    calls = [line for line in trace.read_text().splitlines() if "getxattr(" in line]
+    assert 1 <= len(calls) <= 2, calls
+    assert all("ENOTSUP" in line or "EOPNOTSUPP" in line for line in calls), calls
+    assert "+" not in "".join(line.split()[0] for line in out.splitlines()[1:])  # no ACL mark
