@@ -16,11 +16,12 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from types import TracebackType
 from urllib.parse import quote
 
 import httpx
+import trio
 
 from orfs import __version__
 from orfs.api.classify import error_for_status, error_for_transport
@@ -28,7 +29,14 @@ from orfs.api.credentials import ApiKey
 from orfs.api.errors import ApiError, ProtocolError
 from orfs.api.models import RemoteFile
 from orfs.api.retry import RetryPolicy, RetryState
-from orfs.api.shapes import check_deleted, file_from_json, page_from_json, parse_json
+from orfs.api.shapes import (
+    check_deleted,
+    file_from_json,
+    files_from_json,
+    page_from_json,
+    page_records,
+    parse_json,
+)
 from orfs.api.upload import MultipartUpload, UploadBody, measure
 
 __all__ = ["Download", "FilesClient"]
@@ -210,20 +218,60 @@ class FilesClient:
         page_from_json(await self._json("list", "GET", self._url(), params={"limit": "1"}))
 
     async def list_pages(self, limit: int = 1000) -> AsyncIterator[list[RemoteFile]]:
-        """Every page of the listing, following cursor / after / after_id."""
+        """Every page of the listing, following cursor / after / after_id, one request
+        at a time (`list_all` asks for the next page while one is being used)."""
+        async with contextlib.aclosing(self._page_records(limit)) as pages:
+            async for records in pages:
+                yield files_from_json(records)
+
+    async def list_all(self, add: Callable[[list[RemoteFile]], object],
+                       limit: int = 1000) -> None:
+        """Every page of the listing, in order, handed to `add`, pipelined: the request
+        for the next page goes out before this one is converted and added, so the
+        server works on it meanwhile (on a workspace of 10,000 files, converting the
+        records is about a quarter of a listing's time in the client). Raises the
+        client's errors as `list_pages` does, never an exception group."""
+        send, receive = trio.open_memory_channel[list[object]](1)
+        failure: list[Exception] = []
+
+        async def fetch() -> None:
+            with send:
+                try:
+                    async with contextlib.aclosing(self._page_records(limit)) as pages:
+                        async for records in pages:
+                            await send.send(records)
+                except Exception as exc:  # raised below, after the nursery
+                    failure.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch)
+            with receive:
+                async for records in receive:
+                    try:
+                        add(files_from_json(records))
+                    except Exception as exc:
+                        failure.append(exc)
+                        nursery.cancel_scope.cancel()
+                        break
+        if failure:
+            raise failure[0]
+
+    async def _page_records(self, limit: int) -> AsyncGenerator[list[object], None]:
+        """The raw records of every page (see `list_pages`)."""
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         params = {"limit": str(limit)}
         seen: set[tuple[str, str]] = set()
         while True:
-            page = page_from_json(await self._json("list", "GET", self._url(), params=params))
-            yield page.files
-            if page.next is None:
+            records, after = page_records(
+                await self._json("list", "GET", self._url(), params=params))
+            yield records
+            if after is None:
                 return
-            if page.next in seen:  # a server bug would otherwise loop forever
-                raise ProtocolError(f"list pagination repeats {page.next[0]}={page.next[1]!r}")
-            seen.add(page.next)
-            params = {"limit": str(limit), page.next[0]: page.next[1]}
+            if after in seen:  # a server bug would otherwise loop forever
+                raise ProtocolError(f"list pagination repeats {after[0]}={after[1]!r}")
+            seen.add(after)
+            params = {"limit": str(limit), after[0]: after[1]}
 
     async def list_files(self, limit: int = 1000) -> AsyncIterator[RemoteFile]:
         async for page in self.list_pages(limit):

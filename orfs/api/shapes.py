@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from orfs.api.errors import ProtocolError
 from orfs.api.models import RemoteFile
 
-__all__ = ["Page", "check_deleted", "error_message", "file_from_json", "page_from_json",
-           "parse_json"]
+__all__ = ["Page", "check_deleted", "error_message", "file_from_json", "files_from_json",
+           "page_from_json", "page_records", "parse_json"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,31 +112,42 @@ def file_from_json(value: object) -> RemoteFile:
 
 def page_from_json(value: object) -> Page:
     """A list page of any shape → `Page` (files + how to ask for the next page)."""
+    records, after = page_records(value)
+    return Page(files_from_json(records), after)
+
+
+def files_from_json(records: list[object]) -> list[RemoteFile]:
+    """The records of a list page (from `page_records`) → `RemoteFile`s."""
+    return [file_from_json(item) for item in records]
+
+
+def page_records(value: object) -> tuple[list[object], tuple[str, str] | None]:
+    """A list page of any shape → its raw file records and how to ask for the next page,
+    without converting the records: a listing can ask for the next page first."""
     obj = _obj(value, "list page")
     data = obj.get("data")
     if not isinstance(data, list):
         raise ProtocolError("list page: field 'data' missing or not a list")
-    files = [file_from_json(item) for item in data]
     has_more = obj.get("has_more")
     if has_more is not None and not isinstance(has_more, bool):
         raise ProtocolError("list page: field 'has_more' is not a boolean")
-    if not files or has_more is False:
-        return Page(files, None)
+    if not data or has_more is False:
+        return data, None
     if "cursor" in obj:  # openrouter: the cursor is authoritative; null/"" ends the listing
         cursor = obj["cursor"]
         if cursor is None or cursor == "":
-            return Page(files, None)
+            return data, None
         if not isinstance(cursor, str):
             raise ProtocolError("list page: field 'cursor' is not a string")
-        return Page(files, ("cursor", cursor))
+        return data, ("cursor", cursor)
     if has_more is None:
         # Neither a cursor nor has_more: nothing says there is more.
-        return Page(files, None)
+        return data, None
     last_id = obj.get("last_id")
     if not isinstance(last_id, str) or not last_id:
-        last_id = files[-1].id
+        last_id = _str(_obj(data[-1], "file"), "id", "file", empty_ok=False)
     openai = obj.get("_shape") == "openai" or obj.get("object") == "list"
-    return Page(files, ("after" if openai else "after_id", last_id))
+    return data, ("after" if openai else "after_id", last_id)
 
 
 def check_deleted(value: object) -> None:

@@ -1,6 +1,6 @@
 """The in-memory index of the whole workspace, plus the overlay of local entries.
 
-One listing (``list_pages(limit=1000)``) fills the index; it is fresh for
+One listing (``list_all(limit=1000)``, pipelined pages) fills the index; it is fresh for
 ``dir_cache_ttl`` seconds. Only one listing runs at a time: concurrent callers wait for
 the one in flight and use its result. A file's attributes are fresh while the listing
 that brought them is, or for ``dir_cache_ttl`` after a ``retrieve`` (or an upload)
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import operator
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import trio
@@ -63,7 +63,8 @@ _PRUNE_MIN = 1024
 
 
 class Lister(Protocol):
-    def list_pages(self, limit: int = 1000) -> AsyncIterator[list[RemoteFile]]: ...
+    async def list_all(self, add: Callable[[list[RemoteFile]], object],
+                       limit: int = 1000) -> None: ...
 
     async def retrieve(self, file_id: str) -> RemoteFile: ...
 
@@ -167,10 +168,13 @@ class Namespace:
     async def _relist(self) -> None:
         self._in_flight_changes = []
         files: dict[str, RemoteFile] = {}
+
+        def add(page: list[RemoteFile]) -> None:
+            for f in page:
+                files[f.id] = f
+
         try:
-            async for page in self._client.list_pages(limit=1000):
-                for f in page:
-                    files[f.id] = f
+            await self._client.list_all(add, limit=1000)
         finally:
             changes, self._in_flight_changes = self._in_flight_changes, None
         for change in changes:

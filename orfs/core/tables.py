@@ -19,7 +19,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,6 +56,9 @@ class FilesApi(Protocol):
     """The part of `orfs.api.client.FilesClient` the core uses (a test seam)."""
 
     def list_pages(self, limit: int = 1000) -> AsyncIterator[list[RemoteFile]]: ...
+
+    async def list_all(self, add: Callable[[list[RemoteFile]], object],
+                       limit: int = 1000) -> None: ...
 
     async def retrieve(self, file_id: str) -> RemoteFile: ...
 

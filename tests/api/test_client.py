@@ -116,6 +116,48 @@ async def test_list_pagination_that_repeats_is_a_protocol_error() -> None:
                 pass
 
 
+async def test_list_all_hands_every_page_over_in_order() -> None:
+    pages = {None: ("c1", ["f1", "f2"]), "c1": ("c2", ["f3", "f4"]), "c2": (None, ["f5"])}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nxt, ids = pages[request.url.params.get("cursor")]
+        return json_response(200, {"cursor": nxt, "data": [or_file(i) for i in ids],
+                                   "has_more": nxt is not None})
+
+    got: list[list[str]] = []
+    async with make_client(handler) as c:
+        await c.list_all(lambda page: got.append([f.id for f in page]), limit=2)
+    assert got == [["f1", "f2"], ["f3", "f4"], ["f5"]]
+    assert c.stats()["list"] == 3
+
+
+@pytest.mark.parametrize("bad", ["page", "record", "consumer"])
+async def test_list_all_raises_the_error_itself_not_a_group(bad: str) -> None:
+    # A failure in the page fetcher, in converting a record, or in the consumer comes
+    # out as that exception, as from list_pages, never wrapped in an ExceptionGroup.
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("cursor") is None:
+            return json_response(200, {"cursor": "c1", "data": [or_file("f1")],
+                                       "has_more": True})
+        if bad == "page":
+            return error_response(404, "gone")
+        record = {"id": "f2"} if bad == "record" else or_file("f2")
+        return json_response(200, {"cursor": None, "data": [record], "has_more": False})
+
+    def add(page: list[object]) -> None:
+        if bad == "consumer" and len(seen) == 1:
+            raise KeyError("consumer")
+        seen.append(page)
+
+    seen: list[object] = []
+    expected: type[Exception] = {"page": NotFound, "record": ProtocolError,
+                                 "consumer": KeyError}[bad]
+    async with make_client(handler) as c:
+        with pytest.raises(expected):
+            await c.list_all(add)
+    assert len(seen) == 1
+
+
 async def test_malformed_json_is_a_protocol_error() -> None:
     async with make_client(lambda r: httpx.Response(200, content=b"<html>")) as c:
         with pytest.raises(ProtocolError):

@@ -12,7 +12,7 @@ import gc
 import json
 import secrets
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 
 import trio
 
@@ -32,7 +32,8 @@ class Pages:
     def __init__(self, n: int) -> None:
         self.n = n
 
-    async def list_pages(self, limit: int = 1000) -> AsyncIterator[list[RemoteFile]]:
+    async def list_all(self, add: Callable[[list[RemoteFile]], object],
+                       limit: int = 1000) -> None:
         for start in range(0, self.n, limit):
             data = [{
                 "id": "or_file_" + secrets.token_urlsafe(18)[:24],
@@ -41,7 +42,7 @@ class Pages:
                 "created_at": 1_760_000_000 + i, "downloadable": True,
             } for i in range(start, min(self.n, start + limit))]
             text = json.dumps({"data": data, "has_more": False})
-            yield page_from_json(json.loads(text)).files
+            add(page_from_json(json.loads(text)).files)
             await trio.lowlevel.checkpoint()
 
     async def retrieve(self, file_id: str) -> RemoteFile:
