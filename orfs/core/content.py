@@ -175,6 +175,17 @@ class _Download:
             event.set()
         self._waiters.clear()
 
+    def first_due(self, n: int) -> int:
+        """How many of the next ``n`` bytes complete the range the first waiting reader
+        wants, if fewer than ``n`` do (else 0): write those first, and it can reply
+        before the rest of the chunk is written."""
+        w = self._waiters
+        if w:
+            k = w[0][0] - self.arrived
+            if 0 < k < n:
+                return k
+        return 0
+
     async def wait_for(self, end: int) -> None:
         """Return once ``end`` bytes have arrived or the download finished."""
         if self.finished or self.arrived >= end:
@@ -203,7 +214,7 @@ class _ChunkWriter:
         self._fd = fd
         self._download = download
         self._threaded = WRITE_IN_THREAD
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | memoryview] = []
         self._pending_bytes = 0
         self.accepted = 0  # bytes queued so far (written or waiting)
         self.error: OSError | None = None
@@ -215,7 +226,11 @@ class _ChunkWriter:
         self._space = trio.Event()
         self._drained = trio.Event()
 
-    def put(self, chunk: bytes) -> bool:
+    @property
+    def inline(self) -> bool:
+        return not self._threaded
+
+    def put(self, chunk: bytes | memoryview) -> bool:
         """Queue ``chunk``; True if the caller should ``wait_space`` before more."""
         if self.error is not None:
             raise self._failure()
@@ -645,15 +660,19 @@ class ContentCache:
                                     file_id, expected, stream.size)
                     async for chunk in stream.iter_bytes():
                         self._bytes_downloaded += len(chunk)
-                        if writer.put(chunk):
+                        data: bytes | memoryview = chunk
+                        first = download.first_due(len(chunk)) if writer.inline else 0
+                        if first:
+                            # A reader waits for a range that ends inside this chunk
+                            # (chunks reach 1 MiB): write up to that end, let it reply,
+                            # then the rest (the first read of a file waits ~1 ms less).
+                            data = memoryview(chunk)
+                            writer.put(data[:first])
+                            data = data[first:]
+                            await _let_readers_reply(download)
+                        if writer.put(data):
                             await writer.wait_space()
-                        if download.woke:
-                            # Let the readers just woken reply before the next chunk is
-                            # received and written (~1 ms): trio runs a batch of tasks in
-                            # either order, so yield twice to come after them.
-                            download.woke = False
-                            await trio.lowlevel.checkpoint()
-                            await trio.lowlevel.checkpoint()
+                        await _let_readers_reply(download)
                 return
             except ContentUnavailable:
                 raise
@@ -858,7 +877,17 @@ class ContentCache:
         self._forget(entry)
 
 
-def _write_batch(fd: int, batch: list[bytes]) -> None:
+async def _let_readers_reply(download: _Download) -> None:
+    """If the last write woke readers, let them reply before more is received and
+    written (~1 ms a MiB): trio runs a batch of tasks in either order, so yield twice
+    to come after them."""
+    if download.woke:
+        download.woke = False
+        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint()
+
+
+def _write_batch(fd: int, batch: list[bytes | memoryview]) -> None:
     """Append every chunk of ``batch`` (in a worker thread); short writes continue."""
     total = sum(len(b) for b in batch)
     written = os.writev(fd, batch) if len(batch) <= _IOV_MAX else 0

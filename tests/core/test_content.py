@@ -193,6 +193,54 @@ async def test_read_returns_as_soon_as_its_range_arrived(tmp_path: Path) -> None
         assert client.calls == [("f", 0)]
 
 
+class OneChunkClient(FakeClient):
+    """Sends each file as a single chunk (a 1 MiB socket read can bring that much)."""
+
+    @asynccontextmanager
+    async def download(self, file_id: str, offset: int = 0) -> AsyncIterator[FakeStream]:
+        self.calls.append((file_id, offset))
+        await trio.lowlevel.checkpoint()
+        stream = FakeStream(self.blobs[file_id], offset, 0.0, None, self.error, self.gate)
+
+        async def one() -> AsyncIterator[bytes]:
+            if self.gate is not None:
+                await self.gate.pass_one()
+            yield self.blobs[file_id][offset:]
+
+        stream.iter_bytes = one  # type: ignore[method-assign]
+        yield stream
+
+
+async def test_a_reader_is_answered_before_the_rest_of_a_big_chunk_is_written(
+        tmp_path: Path) -> None:
+    data = blob(MiB)
+    client = OneChunkClient({"f": data})
+    client.gate = gate = Gate()
+    async with running(tmp_path, client) as (cache, _):
+        handle = await cache.open(remote("f", len(data)))
+        arrived_when_answered: list[int] = []
+
+        async def first_read() -> None:
+            got = await handle.read(0, 256 * KiB)
+            assert got == data[:256 * KiB]
+            assert handle._download is not None
+            arrived_when_answered.append(handle._download.arrived)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first_read)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.allow(1)
+        if content.WRITE_IN_THREAD:
+            assert arrived_when_answered  # a whole batch per write: nothing to split
+        else:
+            # The chunk was written up to the reader's end, the reader answered, then
+            # the rest written: it never waited for the other 768 KiB.
+            assert arrived_when_answered == [256 * KiB]
+        with trio.fail_after(10):
+            assert await read_all(handle) == data
+        handle.close()
+
+
 async def test_reads_are_short_at_eof_and_empty_past_it(tmp_path: Path) -> None:
     data = blob(100 * KiB + 3)
     async with running(tmp_path, FakeClient({"f": data})) as (cache, _):
