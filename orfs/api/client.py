@@ -239,7 +239,12 @@ class FilesClient:
                 try:
                     async with contextlib.aclosing(self._page_records(limit)) as pages:
                         async for records in pages:
-                            await send.send(records)
+                            try:
+                                # No checkpoint: this task goes on to ask for the next
+                                # page before the consumer converts this one.
+                                send.send_nowait(records)
+                            except trio.WouldBlock:
+                                await send.send(records)
                 except Exception as exc:  # raised below, after the nursery
                     failure.append(exc)
 

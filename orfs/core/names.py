@@ -63,6 +63,7 @@ __all__ = [
     "NAME_MAX",
     "DisplayPath",
     "Layout",
+    "LayoutBuilder",
     "display_path",
     "encode_component",
     "layout",
@@ -262,99 +263,137 @@ def layout(files: Iterable[RemoteFile], extra_folders: Iterable[DisplayPath] = (
     Rules and guarantees: the module docstring. O(n log n) time; memory is the
     result plus one display path per file.
     """
-    records: dict[str, RemoteFile] = {}
-    for record in files:
-        seen = records.get(record.id)
-        if seen is None or _record_order(record) < _record_order(seen):
-            records[record.id] = record
+    builder = LayoutBuilder()
+    builder.add(files)
+    return builder.finish(extra_folders)
 
-    folders: set[DisplayPath] = set()
-    # Files in one folder share one parent tuple and its component strings.
-    parents: dict[str, DisplayPath] = {}
-    natural: dict[str, DisplayPath] = {}
-    # display path -> oldest file there; becomes the plain names once folders are out.
-    plain: dict[DisplayPath, str] = {}
-    demoted: list[str] = []
-    for file_id, record in records.items():
-        head, sep, leaf = record.filename.rpartition("/")
-        parent: DisplayPath = ()
-        if sep:
-            known = parents.get(head)
-            if known is None:
-                known = parents[head] = display_path(head)
-                _add_folder(folders, known)
-            parent = known
-        path = (*parent, encode_component(leaf))
-        natural[file_id] = path
-        holder = plain.get(path)
-        if holder is None:
-            plain[path] = file_id
-        elif _age(record) < _age(records[holder]):
-            plain[path] = file_id
-            demoted.append(holder)
-        else:
-            demoted.append(file_id)
-    del parents
-    for extra in extra_folders:
-        if extra:
-            _add_folder(folders, tuple(extra))
 
-    # Rule 2: folders win over files.
-    for path in [path for path in plain if path in folders]:
-        demoted.append(plain.pop(path))
+class LayoutBuilder:
+    """`layout` in two steps: `add` records as they come (a listing does it page by
+    page, while the next page is on its way), then `finish` once. The per-file work
+    (display paths, who holds each plain name) is done in `add`; what needs every file
+    (rules 2-4) in `finish`. The result is the same as `layout` of all the records."""
 
-    # Rule 3: id forms win over plain names; the closure is order-independent.
-    claims: dict[DisplayPath, str] = {}
-    clashed: list[str] = []
-    while demoted:
-        file_id = demoted.pop()
-        path = natural[file_id]
-        id_path = (*path[:-1], with_id(path[-1], file_id))
-        holder = plain.pop(id_path, None)
-        if holder is not None:
-            demoted.append(holder)
-        if id_path in folders:
-            clashed.append(file_id)
-            continue
-        rival = claims.get(id_path)
-        if rival is None:
+    def __init__(self) -> None:
+        self._records: dict[str, RemoteFile] = {}
+        self._folders: set[DisplayPath] = set()
+        # Files in one folder share one parent tuple and its component strings.
+        self._parents: dict[str, DisplayPath] = {}
+        self._natural: dict[str, DisplayPath] = {}
+        # display path -> oldest file there; becomes the plain names once folders are out.
+        self._plain: dict[DisplayPath, str] = {}
+        self._demoted: list[str] = []
+        # An id came twice (a page boundary shifted): its first copy is placed already,
+        # so `finish` starts over from the deduplicated records.
+        self._redo = False
+
+    def add(self, files: Iterable[RemoteFile]) -> None:
+        records, parents, natural = self._records, self._parents, self._natural
+        plain, demoted, folders = self._plain, self._demoted, self._folders
+        for record in files:
+            file_id = record.id
+            seen = records.get(file_id)
+            if seen is not None:
+                if _record_order(record) < _record_order(seen):
+                    records[file_id] = record
+                self._redo = True
+                continue
+            records[file_id] = record
+            if self._redo:
+                continue  # placed by `finish`, which starts over
+            head, sep, leaf = record.filename.rpartition("/")
+            parent: DisplayPath = ()
+            if sep:
+                known = parents.get(head)
+                if known is None:
+                    known = parents[head] = display_path(head)
+                    _add_folder(folders, known)
+                parent = known
+            path = (*parent, encode_component(leaf))
+            natural[file_id] = path
+            holder = plain.get(path)
+            if holder is None:
+                plain[path] = file_id
+            elif _age(record) < _age(records[holder]):
+                plain[path] = file_id
+                demoted.append(holder)
+            else:
+                demoted.append(file_id)
+
+    def finish(self, extra_folders: Iterable[DisplayPath] = ()) -> Layout:
+        """The layout of every record added. The builder is spent afterwards."""
+        if self._redo:
+            again = LayoutBuilder()
+            again.add(self._records.values())
+            return again.finish(extra_folders)
+        records, natural, plain = self._records, self._natural, self._plain
+        folders, demoted = self._folders, self._demoted
+        self._parents = {}
+        for extra in extra_folders:
+            if extra:
+                _add_folder(folders, tuple(extra))
+
+        # Rule 2: folders win over files.
+        for path in [path for path in plain if path in folders]:
+            demoted.append(plain.pop(path))
+
+        # Rule 3: id forms win over plain names; the closure is order-independent.
+        claims: dict[DisplayPath, str] = {}
+        clashed: list[str] = []
+        while demoted:
+            file_id = demoted.pop()
+            path = natural[file_id]
+            id_path = (*path[:-1], with_id(path[-1], file_id))
+            holder = plain.pop(id_path, None)
+            if holder is not None:
+                demoted.append(holder)
+            if id_path in folders:
+                clashed.append(file_id)
+                continue
+            rival = claims.get(id_path)
+            if rival is None:
+                claims[id_path] = file_id
+            elif _age(records[file_id]) < _age(records[rival]):
+                claims[id_path] = file_id
+                clashed.append(rival)
+            else:
+                clashed.append(file_id)
+
+        # Rule 4: the last resort, deterministic by age, unique by construction.
+        clashed.sort(key=lambda file_id: _age(records[file_id]))
+        for file_id in clashed:
+            path = natural[file_id]
+            k = 2
+            while True:
+                id_path = (*path[:-1], with_id(path[-1], f"{file_id}~{k}"))
+                if (id_path not in folders and id_path not in plain
+                        and id_path not in claims):
+                    break
+                k += 1
             claims[id_path] = file_id
-        elif _age(records[file_id]) < _age(records[rival]):
-            claims[id_path] = file_id
-            clashed.append(rival)
-        else:
-            clashed.append(file_id)
+        # Spent: the layout owns these now (by_path is `plain`), and nothing else may
+        # change them.
+        self._records, self._natural, self._plain = {}, {}, {}
+        self._folders, self._demoted = set(), []
+        del natural
 
-    # Rule 4: the last resort, deterministic by age, unique by construction.
-    clashed.sort(key=lambda file_id: _age(records[file_id]))
-    for file_id in clashed:
-        path = natural[file_id]
-        k = 2
-        while True:
-            id_path = (*path[:-1], with_id(path[-1], f"{file_id}~{k}"))
-            if id_path not in folders and id_path not in plain and id_path not in claims:
-                break
-            k += 1
-        claims[id_path] = file_id
-    del natural
+        by_path = plain
+        by_path.update(claims)
+        del claims
+        by_id = {file_id: path for path, file_id in by_path.items()}
 
-    by_path = plain
-    by_path.update(claims)
-    del claims
-    by_id = {file_id: path for path, file_id in by_path.items()}
-
-    kids: dict[DisplayPath, list[str]] = {(): []}
-    for folder in folders:
-        kids[folder] = []
-    for folder in folders:
-        kids[folder[:-1]].append(folder[-1])
-    for path in by_path:
-        kids[path[:-1]].append(path[-1])
-    children = {folder: tuple(sorted(names)) for folder, names in kids.items()}
-    return Layout(
-        files=by_id,
-        folders=frozenset(folders),
-        by_path=by_path,
-        children=children,
-        records=records,
-    )
+        kids: dict[DisplayPath, list[str]] = {(): []}
+        for folder in folders:
+            kids[folder] = []
+        for folder in folders:
+            kids[folder[:-1]].append(folder[-1])
+        for path in by_path:
+            kids[path[:-1]].append(path[-1])
+        children = {folder: tuple(sorted(names)) for folder, names in kids.items()}
+        return Layout(
+            files=by_id,
+            folders=frozenset(folders),
+            by_path=by_path,
+            children=children,
+            records=records,
+        )

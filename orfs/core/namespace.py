@@ -90,6 +90,8 @@ class Namespace:
         self._local_files: dict[Path, int] = {}
         self._local_folders: set[Path] = set()
         self._layout: names.Layout | None = None
+        # The last listing's names, half done (see _relist): valid until a change.
+        self._built: names.LayoutBuilder | None = None
         self._tree: dict[Path, dict[str, Key]] | None = None
         self._down_until: float | None = None  # see API_DOWN_BACKOFF
         self._down_reason = ""
@@ -168,10 +170,14 @@ class Namespace:
     async def _relist(self) -> None:
         self._in_flight_changes = []
         files: dict[str, RemoteFile] = {}
+        # The per-file part of the names is worked out page by page, while the next
+        # page is on its way (the listing is pipelined: `list_all`).
+        builder = names.LayoutBuilder()
 
         def add(page: list[RemoteFile]) -> None:
             for f in page:
                 files[f.id] = f
+            builder.add(page)
 
         try:
             await self._client.list_all(add, limit=1000)
@@ -183,6 +189,8 @@ class Namespace:
         self._refreshed.clear()  # every file is as fresh as the listing now
         self._listed_at = self._clock()
         self._dirty()
+        if not changes:
+            self._built = builder  # it saw exactly `files`
         self._api_answered()
         log.debug("listed %d files", len(files))
 
@@ -191,6 +199,7 @@ class Namespace:
     def _dirty(self) -> None:
         self._layout = None
         self._tree = None
+        self._built = None
 
     def insert(self, rf: RemoteFile) -> None:
         """A file now exists (uploaded through the mount, or retrieved)."""
@@ -274,7 +283,11 @@ class Namespace:
         if self._layout is None:
             extra = set(self._local_folders)
             extra.update(p[:-1] for p in self._local_files if len(p) > 1)
-            self._layout = names.layout(self._files.values(), extra_folders=extra)
+            builder, self._built = self._built, None
+            if builder is None:
+                builder = names.LayoutBuilder()
+                builder.add(self._files.values())
+            self._layout = builder.finish(extra_folders=extra)
         return self._layout
 
     def tree(self) -> dict[Path, dict[str, Key]]:

@@ -295,10 +295,13 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        # One pass per entry of a folder (10,000 for `ls -l` of 10,000 files): the
+        # lookups are hoisted out of the loop.
+        reply, entry, remember = pyfuse3.readdir_reply, self._entry, self.fs.remember
         for next_id, name, attrs in self.fs.readdir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, name.encode(), self._entry(attrs), next_id):
+            if not reply(token, name.encode(), entry(attrs), next_id):
                 break
-            self.fs.remember(attrs.ino)  # readdirplus: the kernel took a reference
+            remember(attrs.ino)  # readdirplus: the kernel took a reference
 
     @handler
     async def releasedir(self, fh: int) -> None:

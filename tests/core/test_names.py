@@ -16,6 +16,7 @@ from orfs.core.names import (
     NAME_MAX,
     DisplayPath,
     Layout,
+    LayoutBuilder,
     display_path,
     encode_component,
     layout,
@@ -460,6 +461,25 @@ def test_layout_ignores_listing_order(data: st.DataObject) -> None:
     listing = data.draw(listings())
     shuffled = data.draw(st.permutations(listing))
     assert layout(shuffled) == layout(listing)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_a_layout_built_page_by_page_is_the_layout_of_the_whole(data: st.DataObject) -> None:
+    # What a listing does: records added as pages arrive, some ids repeated across a
+    # shifted page boundary (possibly with other values), local folders at the end.
+    listing = data.draw(listings())
+    repeats = data.draw(st.lists(st.sampled_from(listing), max_size=3)) if listing else []
+    repeats = [rf(r.id, data.draw(st.sampled_from(["x.txt", r.filename])), 0)
+               for r in repeats]
+    records = data.draw(st.permutations(listing + repeats))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(records)), max_size=4)))
+    extra = data.draw(st.lists(st.sampled_from([("a",), ("a", "b"), ("x.txt",)]),
+                               max_size=2))
+    builder = LayoutBuilder()
+    for start, end in zip([0, *cuts], [*cuts, len(records)], strict=True):
+        builder.add(records[start:end])
+    assert builder.finish(extra) == layout(records, extra)
 
 
 def _model(listing: Sequence[RemoteFile]) -> dict[str, DisplayPath]:
