@@ -1,11 +1,13 @@
 """The persistent content cache: file bytes on disk, keyed by file id.
 
-Content behind a file id never changes, so bytes are cached by id and kept across
-mounts under ``root/content/``. Opening an entry that is not cached starts one streamed
-download into a temporary file under ``root/partial/``; reads wait only for their own
-range. Every download runs in the nursery of :meth:`ContentCache.run`, not in the opener's
-task, so it keeps going when the last handle closes (``cat`` opening twice does not
-restart it) and stops at unmount (the partial file is discarded by the next mount).
+Content behind a file id never changes, so bytes are cached by id and kept across mounts
+under ``root/content/``. Opening an entry that is not cached starts one streamed
+download into a temporary file under ``root/partial/``, written with O_DIRECT (the bytes
+skip the page cache: the reader's FUSE page cache is the copy in memory), the newest
+bytes served from memory; reads wait only for their own range. Every download runs in
+the nursery of :meth:`ContentCache.run`, not in the opener's task, so it keeps going
+when the last handle closes (``cat`` opening twice does not restart it) and stops at
+unmount (the partial file is discarded by the next mount).
 
 Invariants (single trio thread; each numbered step has no ``await`` inside it):
 
@@ -29,9 +31,13 @@ Invariants (single trio thread; each numbered step has no ``await`` inside it):
    first class goes before any adopted one, and adopted entries go (oldest first) only
    while adopted bytes alone exceed the limit: open files and downloads in flight may
    pass it for a while, as they always could, but never cost an upload its bytes.
-5. A download's file descriptor belongs to its ``_ChunkWriter`` task, which closes it
-   only after its last write (or fsync) thread returned: nothing else closes it, so a
-   worker thread never writes to a reused descriptor number.
+5. A download's file descriptor belongs to its writer's task (``_DirectWriter`` or
+   ``_ChunkWriter``), which closes it only after its last write (or fsync) thread
+   returned: nothing else closes it, so a worker thread never writes to a reused
+   descriptor number.
+6. Direct writes: the bytes of a download below ``memory_start`` are in the file, the
+   rest up to ``arrived`` in its ring of buffers (see ``_DirectWriter``); the ring goes
+   back to the pool only once the file has every byte and no handle reads it.
 
 Known limits: two processes sharing one cache directory would discard each other's
 partial downloads at start (the mount is expected to be the only user of its cache dir).
@@ -45,6 +51,7 @@ import errno
 import hashlib
 import heapq
 import logging
+import mmap
 import os
 import re
 import tempfile
@@ -79,12 +86,18 @@ MAX_RESUMES = 1
 SYNC_DELAY_MAX = 10.0
 # Errors after which resuming the stream may help.
 _RESUMABLE = (Unreachable, ProtocolError, ServerError, RateLimited)
-# Write downloaded chunks from worker threads (see _ChunkWriter). Off: measured on a
-# 2-vCPU box with the server on loopback, threads did not make downloads faster and
-# cost ~30% more CPU. On would keep a stalled disk (dirty-page throttling) from
-# blocking the event loop; both modes are tested.
-WRITE_IN_THREAD = False
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+# Write downloads with O_DIRECT from a few reused page-aligned buffers, in worker
+# threads, and answer reads of what is still in those buffers from memory (see
+# _DirectWriter); where the filesystem refuses O_DIRECT (tmpfs before Linux 6.6, some
+# network filesystems), or with this off, chunks are written as they come (_ChunkWriter).
+# Why: a buffered write fills new page-cache pages, one copy of the whole file that the
+# reader's own (FUSE) page cache already holds; on the benchmark's VM those new pages
+# cost 7x an O_DIRECT write (docs/PERFORMANCE.md). Both ways are tested.
+DIRECT_WRITES = True
+BUFFER_SIZE = 1024 * 1024  # one FUSE read request, at most
+RING_BUFFERS = 3           # per download: one filling, the others being written or read
+POOL_KEEP = 8              # idle buffers kept for the next downloads (already touched)
+_ALIGN = 4096              # O_DIRECT offsets and lengths: a multiple of the block size
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
 
 
@@ -147,7 +160,7 @@ class _Download:
     """One streamed download into a temporary file, and the readers waiting on it."""
 
     __slots__ = ("temp_path", "arrived", "finished", "error", "cancel_scope", "_waiters",
-                 "_seq", "woke")
+                 "_seq", "woke", "memory", "readers", "written")
 
     def __init__(self, temp_path: Path) -> None:
         self.temp_path = temp_path
@@ -158,6 +171,18 @@ class _Download:
         self._waiters: list[tuple[int, int, trio.Event]] = []  # heap by wanted end
         self._seq = 0
         self.woke = False  # advance woke a reader since the downloader last looked
+        # Direct writes: the ring that holds the newest bytes (see _DirectWriter), until
+        # the file has every byte and no handle reads it; None otherwise.
+        self.memory: _DirectWriter | None = None
+        self.readers = 0  # handles that read through this download
+        self.written = False  # every byte is in the file (the writer closed it)
+
+    def release(self) -> None:
+        """The handle of a reader closed, or the writer finished: once both are true,
+        the ring's buffers go back to the pool."""
+        if self.memory is not None and self.written and self.readers == 0:
+            self.memory.release()
+            self.memory = None
 
     def advance(self, n: int) -> None:
         """Called by the downloader after each chunk: cheap unless a waiter is due."""
@@ -198,25 +223,123 @@ class _Download:
 
 
 class _ChunkWriter:
-    """Writes a download's chunks to its file, and owns (and closes) its descriptor.
+    """Writes a download's chunks to its file as they come (one ``os.write`` each, no
+    fsync per chunk), advances the download, and owns (and closes) its descriptor:
+    ``run`` does the final fsync and the close."""
 
-    Inline mode (``WRITE_IN_THREAD`` off): ``put`` writes the chunk at once, one
-    ``os.write`` per ~64 KiB chunk, and advances the download; no fsync per chunk.
-    Threaded mode: ``put`` only queues; the ``run`` task writes whatever has queued
-    with one ``writev`` per worker-thread call, so batches grow by themselves when the
-    network is faster than the disk, and at most ``MAX_PENDING`` bytes wait in memory.
-    In both modes ``run`` does the final fsync and the close.
-    """
-
-    MAX_PENDING = 8 * 1024 * 1024
+    inline = True
 
     def __init__(self, fd: int, download: _Download) -> None:
         self._fd = fd
         self._download = download
-        self._threaded = WRITE_IN_THREAD
-        self._pending: list[bytes | memoryview] = []
-        self._pending_bytes = 0
-        self.accepted = 0  # bytes queued so far (written or waiting)
+        self.accepted = 0  # bytes taken so far
+        self.error: OSError | None = None
+        self.synced = False
+        self.closed = trio.Event()
+        self._closing = trio.Event()
+        self._sync = False
+
+    def put(self, chunk: bytes | memoryview) -> bool:
+        """Write ``chunk``; True if the caller should ``wait_space`` before more."""
+        if self.error is not None:
+            raise self._failure()
+        try:
+            _write_all(self._fd, chunk)
+        except OSError as exc:
+            self.error = exc
+            raise self._failure() from exc
+        self.accepted += len(chunk)
+        self._download.advance(len(chunk))
+        return False
+
+    async def wait_space(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def wait_drained(self) -> None:
+        """Wait until every byte taken is in the file."""
+        await trio.lowlevel.checkpoint()
+
+    def close(self, *, sync: bool) -> None:
+        """Stop (after an fsync if ``sync``), then close."""
+        self._sync = sync
+        self._closing.set()
+
+    def _failure(self) -> ContentUnavailable:
+        assert self.error is not None
+        return ContentUnavailable(f"cannot write to the cache: {self.error.strerror}",
+                                  cause=self.error)
+
+    async def run(self) -> None:
+        try:
+            await self._closing.wait()
+            if self._sync and self.error is None:
+                try:
+                    await trio.to_thread.run_sync(os.fsync, self._fd)
+                    self.synced = True
+                except OSError as exc:
+                    log.warning("could not fsync a download: %s", exc)
+        finally:
+            os.close(self._fd)
+            self._download.written = True
+            self.closed.set()
+
+
+class _BufferPool:
+    """Page-aligned buffers of ``BUFFER_SIZE`` (anonymous mmaps), reused from one
+    download to the next: memory already touched is cheap to fill, a fresh page costs a
+    fault (and, on a VM whose host took the page back, much more). At most ``keep``
+    stay allocated while idle."""
+
+    def __init__(self, keep: int = POOL_KEEP) -> None:
+        self._keep = keep
+        self._free: list[tuple[mmap.mmap, memoryview]] = []
+
+    def take(self) -> tuple[mmap.mmap, memoryview]:
+        if self._free:
+            return self._free.pop()
+        buf = mmap.mmap(-1, BUFFER_SIZE)
+        return buf, memoryview(buf)
+
+    def give(self, item: tuple[mmap.mmap, memoryview]) -> None:
+        if len(self._free) < self._keep:
+            self._free.append(item)
+        else:
+            item[1].release()
+            item[0].close()
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+
+class _DirectWriter:
+    """Writes a download with O_DIRECT through a ring of ``RING_BUFFERS`` page-aligned
+    buffers, and serves reads of the bytes still in the ring from memory.
+
+    ``put`` copies a chunk into the buffer being filled (the download advances at once:
+    readers are answered from memory); a full buffer is written by the ``run`` task in a
+    worker thread (``os.pwrite`` at its offset), so the event loop never waits for the
+    disk; the last, partial buffer is written rounded up to the block size and the file
+    then truncated to its length. The file's bytes never pass through the page cache:
+    the reader's FUSE page cache is the one copy in memory.
+
+    Invariants (one trio thread): a buffer is refilled only after its previous contents'
+    write returned, so every byte below `memory_start` is in the file and every byte in
+    ``[memory_start, arrived)`` is in the ring; the buffers go back to the pool only when
+    the file has every byte and no handle reads the download (`_Download.release`).
+    """
+
+    inline = False
+
+    def __init__(self, fd: int, download: _Download, pool: _BufferPool) -> None:
+        self._fd = fd  # opened with O_DIRECT
+        self._download = download
+        self._pool = pool
+        self._slots: list[tuple[mmap.mmap, memoryview]] = []
+        self._index = 0    # number of the buffer being filled, counted from the start
+        self._fill = 0     # bytes in it
+        self._written = 0  # buffers written to the file, counted from the start
+        self._rest: memoryview | None = None  # the part of a chunk waiting for a buffer
+        self.accepted = 0  # bytes taken so far (in the ring or in the file)
         self.error: OSError | None = None
         self.synced = False
         self.closed = trio.Event()
@@ -225,40 +348,53 @@ class _ChunkWriter:
         self._wake = trio.Event()
         self._space = trio.Event()
         self._drained = trio.Event()
+        download.memory = self
 
-    @property
-    def inline(self) -> bool:
-        return not self._threaded
+    # ---- filling ---------------------------------------------------------------------
 
     def put(self, chunk: bytes | memoryview) -> bool:
-        """Queue ``chunk``; True if the caller should ``wait_space`` before more."""
+        """Take ``chunk``; True if part of it waits for a buffer (``wait_space``)."""
         if self.error is not None:
             raise self._failure()
-        if not self._threaded:
-            try:
-                _write_batch(self._fd, [chunk])
-            except OSError as exc:
-                self.error = exc
-                raise self._failure() from exc
-            self.accepted += len(chunk)
-            self._download.advance(len(chunk))
-            return False
-        self._pending.append(chunk)
-        self._pending_bytes += len(chunk)
         self.accepted += len(chunk)
-        self._wake.set()
-        return self._pending_bytes > self.MAX_PENDING
+        self._rest = self._copy_in(memoryview(chunk))
+        return self._rest is not None
+
+    def _copy_in(self, data: memoryview) -> memoryview | None:
+        while data:
+            if self._fill == 0 and self._index - self._written >= RING_BUFFERS:
+                return data  # that buffer's previous contents are not in the file yet
+            view = self._slot(self._index)
+            n = min(len(data), BUFFER_SIZE - self._fill)
+            view[self._fill:self._fill + n] = data[:n]
+            self._fill += n
+            data = data[n:]
+            if self._fill == BUFFER_SIZE:
+                self._index += 1
+                self._fill = 0
+                self._wake.set()
+            self._download.advance(n)
+        return None
+
+    def _slot(self, k: int) -> memoryview:
+        i = k % RING_BUFFERS
+        if i == len(self._slots):
+            self._slots.append(self._pool.take())
+        return self._slots[i][1]
 
     async def wait_space(self) -> None:
-        if self._pending_bytes > self.MAX_PENDING and self.error is None:
+        while self._rest is not None and self.error is None:
             self._space = trio.Event()
             await self._space.wait()
+            if self.error is None:
+                self._rest = self._copy_in(self._rest)
         if self.error is not None:
             raise self._failure()
 
     async def wait_drained(self) -> None:
-        """Wait until every queued byte is in the file."""
-        while self._pending_bytes and self.error is None:
+        """Wait until every full buffer is in the file (the partial last one is written
+        by ``close``)."""
+        while self._written < self._index and self.error is None:
             self._drained = trio.Event()
             await self._drained.wait()
         if self.error is not None:
@@ -266,7 +402,7 @@ class _ChunkWriter:
         await trio.lowlevel.checkpoint()
 
     def close(self, *, sync: bool) -> None:
-        """Stop after writing what is queued (and fsync if ``sync``), then close."""
+        """Write the last buffer (and fsync if ``sync``), then close the file."""
         self._closing = True
         self._sync = sync
         self._wake.set()
@@ -276,29 +412,67 @@ class _ChunkWriter:
         return ContentUnavailable(f"cannot write to the cache: {self.error.strerror}",
                                   cause=self.error)
 
+    # ---- reading ---------------------------------------------------------------------
+
+    @property
+    def memory_start(self) -> int:
+        """Where the bytes still in the ring begin (see the invariants)."""
+        last = self._index if self._fill else self._index - 1  # the last buffer begun
+        return max(0, last - RING_BUFFERS + 1) * BUFFER_SIZE
+
+    def read(self, fd: int, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` of what has arrived (short at its end): from the
+        ring, and what left it from the file through ``fd``."""
+        end = min(offset + size, self._download.arrived)
+        if offset >= end:
+            return b""
+        start = self.memory_start
+        if end <= start:
+            return os.pread(fd, end - offset, offset)
+        if offset < start:
+            return os.pread(fd, start - offset, offset) + self._copy_out(start, end)
+        return self._copy_out(offset, end)
+
+    def _copy_out(self, start: int, end: int) -> bytes:
+        parts = []
+        while start < end:
+            k, at = divmod(start, BUFFER_SIZE)
+            n = min(end - start, BUFFER_SIZE - at)
+            parts.append(self._slots[k % RING_BUFFERS][1][at:at + n])
+            start += n
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+
+    def release(self) -> None:
+        slots, self._slots = self._slots, []
+        for item in slots:
+            self._pool.give(item)
+
+    # ---- writing ---------------------------------------------------------------------
+
     async def run(self) -> None:
         try:
             while True:
-                if self._pending and self.error is None:
-                    batch, self._pending = self._pending, []
-                    size = sum(len(b) for b in batch)
+                if self._written < self._index and self.error is None:
+                    # Every full buffer not yet written, in one call: the disk's latency
+                    # is paid once for them all.
+                    first, end = self._written, self._index
+                    views = [self._slots[k % RING_BUFFERS][1] for k in range(first, end)]
                     try:
-                        await trio.to_thread.run_sync(_write_batch, self._fd, batch)
+                        await trio.to_thread.run_sync(_pwritev_all, self._fd, views,
+                                                      first * BUFFER_SIZE)
                     except OSError as exc:
                         self.error = exc
-                        self._pending, self._pending_bytes = [], 0
                     else:
-                        self._pending_bytes -= size
-                        self._download.advance(size)
-                    if self._pending_bytes <= self.MAX_PENDING:
-                        self._space.set()
-                    if not self._pending_bytes:
-                        self._drained.set()
+                        self._written = end
+                    self._space.set()
+                    self._drained.set()
                     continue
                 if self._closing:
                     break
                 self._wake = trio.Event()
                 await self._wake.wait()
+            if self.error is None and self._fill:
+                await self._write_last()
             if self._sync and self.error is None:
                 try:
                     await trio.to_thread.run_sync(os.fsync, self._fd)
@@ -307,7 +481,31 @@ class _ChunkWriter:
                     log.warning("could not fsync a download: %s", exc)
         finally:
             os.close(self._fd)
+            self._download.written = True
+            self._download.release()
             self.closed.set()
+
+    async def _write_last(self) -> None:
+        at = self._index * BUFFER_SIZE
+        size = -(-self._fill // _ALIGN) * _ALIGN
+        view = self._slots[self._index % RING_BUFFERS][1]
+        try:
+            await trio.to_thread.run_sync(_pwrite_all, self._fd, view[:size], at)
+            os.ftruncate(self._fd, at + self._fill)
+        except OSError as exc:
+            self.error = exc
+
+
+def _open_direct(path: Path) -> int:
+    """An O_DIRECT descriptor for writing ``path``, or -1 where it is refused."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag or not DIRECT_WRITES:
+        return -1
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC | flag)
+    except OSError as exc:
+        log.debug("no O_DIRECT for the cache (%s): plain writes", exc.strerror)
+        return -1
 
 
 @dataclasses.dataclass(eq=False)
@@ -358,9 +556,12 @@ class CacheHandle:
             if dl.error is not None and dl.arrived < end:
                 raise dl.error.fresh()
         # A range that has arrived is read at once, with no checkpoint: pyfuse3 yields
-        # between requests anyway, and a read is one pread from the page cache.
+        # between requests anyway, and a read is one copy from memory or the page cache.
         if self._fd < 0:
             raise ValueError("read from a closed CacheHandle")
+        memory = dl.memory if dl is not None else None
+        if memory is not None:
+            return memory.read(self._fd, offset, size)
         return os.pread(self._fd, size, offset)
 
     def close(self) -> None:
@@ -371,6 +572,9 @@ class CacheHandle:
         try:
             os.close(fd)
         finally:
+            if self._download is not None:
+                self._download.readers -= 1
+                self._download.release()
             self._cache._unpin(self._entry)
 
     def __repr__(self) -> str:
@@ -388,6 +592,7 @@ class ContentCache:
         self._state = state
         self._content_dir = self.root / "content"
         self._partial_dir = self.root / "partial"
+        self._pool = _BufferPool()  # direct writes: page-aligned buffers, reused
         make_private_dir(self.root)
         make_private_dir(self._content_dir)
         make_private_dir(self._partial_dir)
@@ -555,6 +760,7 @@ class ContentCache:
             else:
                 self._downloads_joined += 1
             fd = os.open(download.temp_path, os.O_RDONLY | os.O_CLOEXEC)
+            download.readers += 1
         entry.dropped = False
         entry.pins += 1
         self._open_handles += 1
@@ -608,8 +814,14 @@ class ContentCache:
         self, entry: _Entry, download: _Download, fd: int, expected: int
     ) -> None:
         assert self._nursery is not None
-        # The writer task owns fd from here on and closes it (invariant 5).
-        writer = _ChunkWriter(fd, download)
+        # The writer task owns its fd from here on and closes it (invariant 5).
+        writer: _ChunkWriter | _DirectWriter
+        direct = _open_direct(download.temp_path)
+        if direct >= 0:
+            os.close(fd)
+            writer = _DirectWriter(direct, download, self._pool)
+        else:
+            writer = _ChunkWriter(fd, download)
         self._nursery.start_soon(writer.run)
         failure: ContentUnavailable | None = None
         try:
@@ -648,7 +860,8 @@ class ContentCache:
             self._nursery.start_soon(self._sync_when_idle, entry)
 
     async def _stream(
-        self, file_id: str, download: _Download, writer: _ChunkWriter, expected: int
+        self, file_id: str, download: _Download, writer: _ChunkWriter | _DirectWriter,
+        expected: int
     ) -> None:
         resumes = 0
         while True:
@@ -887,15 +1100,33 @@ async def _let_readers_reply(download: _Download) -> None:
         await trio.lowlevel.checkpoint()
 
 
-def _write_batch(fd: int, batch: list[bytes | memoryview]) -> None:
-    """Append every chunk of ``batch`` (in a worker thread); short writes continue."""
-    total = sum(len(b) for b in batch)
-    written = os.writev(fd, batch) if len(batch) <= _IOV_MAX else 0
-    if written == total:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    """Append ``data``; a short write continues."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """Write ``data`` at ``offset`` (in a worker thread); a short write continues."""
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data, offset = data[n:], offset + n
+
+
+def _pwritev_all(fd: int, views: list[memoryview], offset: int) -> None:
+    """Write the ``views`` one after the other from ``offset`` (in a worker thread)."""
+    total = sum(len(v) for v in views)
+    n = os.pwritev(fd, views, offset)
+    if n == total:
         return
-    data = b"".join(batch)  # rare: a short write or a huge batch
-    while written < total:
-        written += os.write(fd, memoryview(data)[written:])
+    for view in views:  # rare: a short write; finish buffer by buffer
+        if n >= len(view):
+            n -= len(view)
+        else:
+            _pwrite_all(fd, view[n:], offset + n)
+            n = 0
+        offset += len(view)
 
 
 def _fsync_path(path: Path) -> bool:

@@ -27,10 +27,14 @@ MiB = 1024 * KiB
 CHUNK = 64 * KiB
 
 
-@pytest.fixture(autouse=True, params=["inline", "threaded"])
+@pytest.fixture(autouse=True, params=["buffered", "direct"])
 def write_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test runs with chunks written on the trio thread and from worker threads."""
-    monkeypatch.setattr(content, "WRITE_IN_THREAD", request.param == "threaded")
+    """Every test runs with chunks written as they come and with direct writes through
+    the ring of buffers (which must really be in use where the test runs)."""
+    monkeypatch.setattr(content, "DIRECT_WRITES", request.param == "direct")
+    if request.param == "direct":
+        # Small buffers, so that a test's few MiB go round the ring many times.
+        monkeypatch.setattr(content, "BUFFER_SIZE", 64 * KiB)
 
 
 def blob(size: int, seed: int = 0) -> bytes:
@@ -230,8 +234,9 @@ async def test_a_reader_is_answered_before_the_rest_of_a_big_chunk_is_written(
             nursery.start_soon(first_read)
             await trio.testing.wait_all_tasks_blocked()
             gate.allow(1)
-        if content.WRITE_IN_THREAD:
-            assert arrived_when_answered  # a whole batch per write: nothing to split
+        if content.DIRECT_WRITES:
+            # Copied into the ring and readable from it at once: nothing to split.
+            assert arrived_when_answered
         else:
             # The chunk was written up to the reader's end, the reader answered, then
             # the rest written: it never waited for the other 768 KiB.
@@ -239,6 +244,43 @@ async def test_a_reader_is_answered_before_the_rest_of_a_big_chunk_is_written(
         with trio.fail_after(10):
             assert await read_all(handle) == data
         handle.close()
+
+
+async def test_direct_writes_serve_the_ring_and_the_file_alike(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With direct writes, the newest bytes are read from the ring and older ones from
+    # the file; a range across the boundary is joined; every byte is right, and the
+    # ring's buffers go back to the pool once the file is whole and the handle closed.
+    monkeypatch.setattr(content, "DIRECT_WRITES", True)  # whatever the module's mode
+    monkeypatch.setattr(content, "BUFFER_SIZE", 64 * KiB)
+    data = blob(2 * MiB + 1234)
+    client = FakeClient({"f": data})
+    client.gate = gate = Gate()
+    async with running(tmp_path, client) as (cache, _):
+        handle = await cache.open(remote("f", len(data)))
+        dl = handle._download
+        assert dl is not None
+        gate.allow(20)  # 20 chunks of 64 KiB: 1.25 MiB, ring of 3 x 64 KiB
+        with trio.fail_after(5):
+            await dl.wait_for(20 * CHUNK)
+        ring = dl.memory
+        assert isinstance(ring, content._DirectWriter)  # O_DIRECT works here
+        start = ring.memory_start
+        assert 0 < start < 20 * CHUNK
+        for offset, size in ((0, 128 * KiB), (start - 5000, 10_000), (start, 3000),
+                             (20 * CHUNK - 4096, 4096)):
+            got = await handle.read(offset, size)
+            assert got == data[offset:offset + size], (offset, size)
+        gate.allow(1000)
+        with trio.fail_after(10):
+            assert await read_all(handle) == data
+        await settle(cache)
+        assert dl.written and dl.memory is not None  # the handle still reads it
+        handle.close()
+        assert dl.memory is None and len(cache._pool) == 3
+        again = await cache.open(remote("f", len(data)))
+        assert await read_all(again) == data  # from content/, written with O_DIRECT
+        again.close()
 
 
 async def test_reads_are_short_at_eof_and_empty_past_it(tmp_path: Path) -> None:
