@@ -332,6 +332,7 @@ class _DirectWriter:
 
     def __init__(self, fd: int, download: _Download, pool: _BufferPool) -> None:
         self._fd = fd  # opened with O_DIRECT
+        self._buffered = False  # O_DIRECT refused after all: plain writes (see _write)
         self._download = download
         self._pool = pool
         self._slots: list[tuple[mmap.mmap, memoryview]] = []
@@ -458,8 +459,7 @@ class _DirectWriter:
                     first, end = self._written, self._index
                     views = [self._slots[k % RING_BUFFERS][1] for k in range(first, end)]
                     try:
-                        await trio.to_thread.run_sync(_pwritev_all, self._fd, views,
-                                                      first * BUFFER_SIZE)
+                        await self._write(views, first * BUFFER_SIZE)
                     except OSError as exc:
                         self.error = exc
                     else:
@@ -490,10 +490,25 @@ class _DirectWriter:
         size = -(-self._fill // _ALIGN) * _ALIGN
         view = self._slots[self._index % RING_BUFFERS][1]
         try:
-            await trio.to_thread.run_sync(_pwrite_all, self._fd, view[:size], at)
+            await self._write([view[:size]], at)
             os.ftruncate(self._fd, at + self._fill)
         except OSError as exc:
             self.error = exc
+
+    async def _write(self, views: list[memoryview], offset: int) -> None:
+        try:
+            await trio.to_thread.run_sync(_pwritev_all, self._fd, views, offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or self._buffered:
+                raise
+            # The filesystem took O_DIRECT at open but not this write (a block size
+            # above ours, say): go on with plain writes of the same buffers.
+            log.info("O_DIRECT writes refused by the cache's filesystem (%s): plain "
+                     "writes", exc.strerror)
+            fd = os.open(self._download.temp_path, os.O_WRONLY | os.O_CLOEXEC)
+            os.close(self._fd)
+            self._fd, self._buffered = fd, True
+            await trio.to_thread.run_sync(_pwritev_all, self._fd, views, offset)
 
 
 def _open_direct(path: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import sqlite3
@@ -280,6 +281,35 @@ async def test_direct_writes_serve_the_ring_and_the_file_alike(
         assert dl.memory is None and len(cache._pool) == 3
         again = await cache.open(remote("f", len(data)))
         assert await read_all(again) == data  # from content/, written with O_DIRECT
+        again.close()
+
+
+async def test_direct_writes_refused_midway_go_on_as_plain_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A filesystem may open with O_DIRECT and then refuse the writes (EINVAL): the
+    # download goes on with plain writes of the same buffers and loses nothing.
+    monkeypatch.setattr(content, "DIRECT_WRITES", True)
+    monkeypatch.setattr(content, "BUFFER_SIZE", 64 * KiB)
+    real = content._pwritev_all
+    refused: list[int] = []
+
+    def pwritev(fd: int, views: list[memoryview], offset: int) -> None:
+        if os.get_blocking(fd) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real(fd, views, offset)
+
+    monkeypatch.setattr(content, "_pwritev_all", pwritev)
+    data = blob(MiB + 777)
+    async with running(tmp_path, FakeClient({"f": data})) as (cache, _):
+        handle = await cache.open(remote("f", len(data)))
+        with trio.fail_after(10):
+            assert await read_all(handle) == data
+        handle.close()
+        await settle(cache)
+        assert refused == [0]  # refused once, then plain writes
+        again = await cache.open(remote("f", len(data)))
+        assert await read_all(again) == data
         again.close()
 
 
