@@ -46,6 +46,7 @@ Partial downloads are not resumed across mounts.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import errno
 import hashlib
@@ -222,12 +223,11 @@ class _Download:
         await event.wait()
 
 
-class _ChunkWriter:
-    """Writes a download's chunks to its file as they come (one ``os.write`` each, no
-    fsync per chunk), advances the download, and owns (and closes) its descriptor:
-    ``run`` does the final fsync and the close."""
+class _Writer(abc.ABC):
+    """What both ways of writing a download share: the descriptor they own (invariant
+    5), the error that stops them, and the end: an fsync if asked, then the close."""
 
-    inline = True
+    inline: bool
 
     def __init__(self, fd: int, download: _Download) -> None:
         self._fd = fd
@@ -236,8 +236,61 @@ class _ChunkWriter:
         self.error: OSError | None = None
         self.synced = False
         self.closed = trio.Event()
-        self._closing = trio.Event()
         self._sync = False
+
+    @abc.abstractmethod
+    def put(self, chunk: bytes | memoryview) -> bool:
+        """Take ``chunk``; True if the caller must ``wait_space`` before more."""
+        ...
+
+    @abc.abstractmethod
+    async def wait_space(self) -> None:
+        ...
+
+    @abc.abstractmethod
+    async def wait_drained(self) -> None:
+        """Wait until every byte taken is in the file (but what ``close`` writes)."""
+        ...
+
+    @abc.abstractmethod
+    def close(self, *, sync: bool) -> None:
+        """Finish writing (and fsync if ``sync``), then close; ``closed`` says when."""
+        ...
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        ...
+
+    def _failure(self) -> ContentUnavailable:
+        assert self.error is not None
+        return ContentUnavailable(f"cannot write to the cache: {self.error.strerror}",
+                                  cause=self.error)
+
+    async def _sync_if_asked(self) -> None:
+        if self._sync and self.error is None:
+            try:
+                await trio.to_thread.run_sync(os.fsync, self._fd)
+                self.synced = True
+            except OSError as exc:
+                log.warning("could not fsync a download: %s", exc)
+
+    def _closed(self) -> None:
+        os.close(self._fd)
+        self._download.written = True
+        self._download.release()
+        self.closed.set()
+
+
+class _ChunkWriter(_Writer):
+    """Writes a download's chunks to its file as they come (one ``os.write`` each, no
+    fsync per chunk) and advances the download; ``run`` does the final fsync and the
+    close."""
+
+    inline = True
+
+    def __init__(self, fd: int, download: _Download) -> None:
+        super().__init__(fd, download)
+        self._closing = trio.Event()
 
     def put(self, chunk: bytes | memoryview) -> bool:
         """Write ``chunk``; True if the caller should ``wait_space`` before more."""
@@ -264,24 +317,12 @@ class _ChunkWriter:
         self._sync = sync
         self._closing.set()
 
-    def _failure(self) -> ContentUnavailable:
-        assert self.error is not None
-        return ContentUnavailable(f"cannot write to the cache: {self.error.strerror}",
-                                  cause=self.error)
-
     async def run(self) -> None:
         try:
             await self._closing.wait()
-            if self._sync and self.error is None:
-                try:
-                    await trio.to_thread.run_sync(os.fsync, self._fd)
-                    self.synced = True
-                except OSError as exc:
-                    log.warning("could not fsync a download: %s", exc)
+            await self._sync_if_asked()
         finally:
-            os.close(self._fd)
-            self._download.written = True
-            self.closed.set()
+            self._closed()
 
 
 class _BufferPool:
@@ -311,7 +352,7 @@ class _BufferPool:
         return len(self._free)
 
 
-class _DirectWriter:
+class _DirectWriter(_Writer):
     """Writes a download with O_DIRECT through a ring of ``RING_BUFFERS`` page-aligned
     buffers, and serves reads of the bytes still in the ring from memory.
 
@@ -331,21 +372,15 @@ class _DirectWriter:
     inline = False
 
     def __init__(self, fd: int, download: _Download, pool: _BufferPool) -> None:
-        self._fd = fd  # opened with O_DIRECT
+        super().__init__(fd, download)  # fd: opened with O_DIRECT
         self._buffered = False  # O_DIRECT refused after all: plain writes (see _write)
-        self._download = download
         self._pool = pool
         self._slots: list[tuple[mmap.mmap, memoryview]] = []
         self._index = 0    # number of the buffer being filled, counted from the start
         self._fill = 0     # bytes in it
         self._written = 0  # buffers written to the file, counted from the start
         self._rest: memoryview | None = None  # the part of a chunk waiting for a buffer
-        self.accepted = 0  # bytes taken so far (in the ring or in the file)
-        self.error: OSError | None = None
-        self.synced = False
-        self.closed = trio.Event()
         self._closing = False
-        self._sync = False
         self._wake = trio.Event()
         self._space = trio.Event()
         self._drained = trio.Event()
@@ -408,11 +443,6 @@ class _DirectWriter:
         self._sync = sync
         self._wake.set()
 
-    def _failure(self) -> ContentUnavailable:
-        assert self.error is not None
-        return ContentUnavailable(f"cannot write to the cache: {self.error.strerror}",
-                                  cause=self.error)
-
     # ---- reading ---------------------------------------------------------------------
 
     @property
@@ -473,17 +503,9 @@ class _DirectWriter:
                 await self._wake.wait()
             if self.error is None and self._fill:
                 await self._write_last()
-            if self._sync and self.error is None:
-                try:
-                    await trio.to_thread.run_sync(os.fsync, self._fd)
-                    self.synced = True
-                except OSError as exc:
-                    log.warning("could not fsync a download: %s", exc)
+            await self._sync_if_asked()
         finally:
-            os.close(self._fd)
-            self._download.written = True
-            self._download.release()
-            self.closed.set()
+            self._closed()
 
     async def _write_last(self) -> None:
         at = self._index * BUFFER_SIZE
@@ -830,7 +852,7 @@ class ContentCache:
     ) -> None:
         assert self._nursery is not None
         # The writer task owns its fd from here on and closes it (invariant 5).
-        writer: _ChunkWriter | _DirectWriter
+        writer: _Writer
         direct = _open_direct(download.temp_path)
         if direct >= 0:
             os.close(fd)
@@ -875,8 +897,7 @@ class ContentCache:
             self._nursery.start_soon(self._sync_when_idle, entry)
 
     async def _stream(
-        self, file_id: str, download: _Download, writer: _ChunkWriter | _DirectWriter,
-        expected: int
+        self, file_id: str, download: _Download, writer: _Writer, expected: int
     ) -> None:
         resumes = 0
         while True:
