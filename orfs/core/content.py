@@ -98,6 +98,7 @@ DIRECT_WRITES = True
 BUFFER_SIZE = 1024 * 1024  # one FUSE read request, at most
 RING_BUFFERS = 3           # per download: one filling, the others being written or read
 POOL_KEEP = 8              # idle buffers kept for the next downloads (already touched)
+RINGS_MAX = 16             # downloads with a ring at once (48 MiB); more write plainly
 _ALIGN = 4096              # O_DIRECT offsets and lengths: a multiple of the block size
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
 
@@ -331,9 +332,21 @@ class _BufferPool:
     fault (and, on a VM whose host took the page back, much more). At most ``keep``
     stay allocated while idle."""
 
-    def __init__(self, keep: int = POOL_KEEP) -> None:
+    def __init__(self, keep: int = POOL_KEEP, rings: int | None = None) -> None:
         self._keep = keep
         self._free: list[tuple[mmap.mmap, memoryview]] = []
+        self._rings_left = RINGS_MAX if rings is None else rings  # see reserve_ring
+
+    def reserve_ring(self) -> bool:
+        """Room for one more download's ring? Memory stays bounded however many files
+        are read at once: past ``rings`` the others write plainly (`_ChunkWriter`)."""
+        if self._rings_left <= 0:
+            return False
+        self._rings_left -= 1
+        return True
+
+    def return_ring(self) -> None:
+        self._rings_left += 1
 
     def take(self) -> tuple[mmap.mmap, memoryview]:
         if self._free:
@@ -477,6 +490,7 @@ class _DirectWriter(_Writer):
         slots, self._slots = self._slots, []
         for item in slots:
             self._pool.give(item)
+        self._pool.return_ring()
 
     # ---- writing ---------------------------------------------------------------------
 
@@ -853,7 +867,11 @@ class ContentCache:
         assert self._nursery is not None
         # The writer task owns its fd from here on and closes it (invariant 5).
         writer: _Writer
-        direct = _open_direct(download.temp_path)
+        direct = -1
+        if self._pool.reserve_ring():
+            direct = _open_direct(download.temp_path)
+            if direct < 0:
+                self._pool.return_ring()
         if direct >= 0:
             os.close(fd)
             writer = _DirectWriter(direct, download, self._pool)

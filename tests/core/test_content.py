@@ -313,6 +313,38 @@ async def test_direct_writes_refused_midway_go_on_as_plain_writes(
         again.close()
 
 
+async def test_past_the_ring_limit_downloads_write_plainly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # However many files are read at once, ring memory stays bounded: past RINGS_MAX
+    # downloads in flight, the next ones write as they come, and every byte is right;
+    # a ring given back makes room for the next download.
+    monkeypatch.setattr(content, "DIRECT_WRITES", True)
+    monkeypatch.setattr(content, "BUFFER_SIZE", 64 * KiB)
+    monkeypatch.setattr(content, "RINGS_MAX", 1)
+    blobs = {name: blob(300 * KiB, seed=i) for i, name in enumerate("abc")}
+    async with running(tmp_path, FakeClient(blobs)) as (cache, _):
+        a = await cache.open(remote("a", len(blobs["a"])))
+        await trio.testing.wait_all_tasks_blocked()  # a's download has the ring (and
+        b = await cache.open(remote("b", len(blobs["b"])))  # keeps it while a is open)
+        await trio.testing.wait_all_tasks_blocked()
+        assert a._download is not None and b._download is not None
+        assert isinstance(a._download.memory, content._DirectWriter)
+        assert b._download.memory is None and b._download.written  # plain writes
+        with trio.fail_after(10):
+            assert await read_all(a) == blobs["a"]
+            assert await read_all(b) == blobs["b"]
+        a.close()
+        b.close()
+        await settle(cache)
+        c = await cache.open(remote("c", len(blobs["c"])))
+        await trio.testing.wait_all_tasks_blocked()
+        assert c._download is not None
+        assert isinstance(c._download.memory, content._DirectWriter)  # a's ring came back
+        with trio.fail_after(10):
+            assert await read_all(c) == blobs["c"]
+        c.close()
+
+
 async def test_reads_are_short_at_eof_and_empty_past_it(tmp_path: Path) -> None:
     data = blob(100 * KiB + 3)
     async with running(tmp_path, FakeClient({"f": data})) as (cache, _):
