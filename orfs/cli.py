@@ -19,119 +19,25 @@ import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import shtab
 
 from orfs import __version__
-from orfs.config import (
-    DEFAULT_API_BASE,
-    DEFAULT_CACHE_MAX_SIZE,
-    DEFAULT_DIR_CACHE_TTL,
-    STATUS_XATTR,
-    MountConfig,
-    parse_size,
-)
+from orfs.config import STATUS_XATTR, MountConfig, add_mount_arguments, config_from_args
 
 STATUS_FILE = ".orfs-status"  # the same JSON as a file in the root (--no-xattr mounts)
-
-# -o options that mount(8), mount.fuse3, fstab and systemd pass and that mean nothing to
-# orfs. Measured on Debian 12 (util-linux 2.38): mount(8) adds `rw` and passes `_netdev`,
-# `nofail`; mount.fuse3 adds `dev,suid` as root; a user mount adds `user=NAME`.
-_IGNORED_OPTIONS = {
-    "rw", "_netdev", "noauto", "auto", "user", "users", "nouser", "nofail", "defaults",
-    "exec", "noexec", "suid", "nosuid", "dev", "nodev", "async", "sync", "atime",
-    "noatime", "relatime", "strictatime", "nodiratime", "owner", "group", "loop",
-}
-_IGNORED_PREFIXES = ("x-systemd.", "x-", "comment=", "fsname=", "subtype=", "user=")
-
 
 # --------------------------------------------------------------------------- mount
 
 
+def _complete(action: argparse.Action, kind: Literal["file", "dir"]) -> None:
+    action.complete = shtab.FILE if kind == "file" else shtab.DIRECTORY  # type: ignore[attr-defined]
+
+
 def _add_mount_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "mountpoint", metavar="MOUNTPOINT", help="an existing, empty directory"
-    ).complete = (  # type: ignore[attr-defined]
-        shtab.DIRECTORY
-    )
-    access = p.add_argument_group(
-        "access",
-        "Which workspace to mount and who may use it. The API key is read from "
-        "OPENROUTER_API_KEY or --api-key-file, never from the command line.",
-    )
-    access.add_argument(
-        "--api-base", metavar="URL",
-        default=os.environ.get("OPENROUTER_BASE_URL", DEFAULT_API_BASE),
-        help="API base URL (default: $OPENROUTER_BASE_URL or %(default)s)",
-    )
-    access.add_argument("--workspace", metavar="ID", help="workspace id (default: the key's)")
-    access.add_argument(
-        "--provider", choices=["openai", "anthropic"],
-        help="store files with that provider (BYOK) instead of OpenRouter storage",
-    )
-    access.add_argument(
-        "--api-key-file", metavar="FILE", type=Path,
-        help="read the API key from FILE (must not be readable by group or others)",
-    ).complete = shtab.FILE  # type: ignore[attr-defined]
-    access.add_argument("--read-only", action="store_true", help="refuse every write (EROFS)")
-    access.add_argument(
-        "--allow-other", action="store_true",
-        help="let other users use the mount (needs user_allow_other in /etc/fuse.conf)",
-    )
-
-    cache = p.add_argument_group("cache", "Where bytes and listings are kept, and for how long.")
-    cache.add_argument(
-        "--cache-dir", metavar="DIR", type=Path,
-        help="cache directory (default: ~/.cache/orfs/<hash of api base, workspace, provider>)",
-    ).complete = shtab.DIRECTORY  # type: ignore[attr-defined]
-    cache.add_argument(
-        "--cache-max-size", metavar="SIZE", type=parse_size, default=DEFAULT_CACHE_MAX_SIZE,
-        help="evict cached file contents above SIZE, e.g. 512M or 10G (default: 10G)",
-    )
-    cache.add_argument(
-        "--dir-cache-ttl", metavar="SECONDS", type=float, default=DEFAULT_DIR_CACHE_TTL,
-        help="seconds a listing is trusted before the workspace is listed again "
-        "(default: %(default)s); outside changes show within this window",
-    )
-    cache.add_argument(
-        "--temp-grace", metavar="SECONDS", type=float, default=2.0,
-        help="how long a closed file with a temporary-looking name (rsync's .name.XXXXXX, "
-        "x.tmp, sedXXXXXX) waits for a rename before it is uploaded under its own name "
-        "(default: %(default)s)",
-    )
-    cache.add_argument(
-        "--no-chunked-upload", dest="chunked_upload", action="store_false",
-        help="never stream an upload while the file is still being written "
-        "(for deployments that refuse chunked request bodies)",
-    )
-    cache.add_argument(
-        "--no-xattr", dest="xattrs", action="store_false",
-        help="no extended attributes (user.openrouter.*, user.orfs.*): the kernel then "
-        "stops sending xattr requests, a round trip fewer per file for tools that list "
-        "every file's xattrs (cp -a or rsync -X out of the mount); orfs status reads "
-        "MOUNTPOINT/.orfs-status instead",
-    )
-
-    logging_ = p.add_argument_group("logging", "What orfs says and where.")
-    logging_.add_argument(
-        "-f", "--foreground", action="store_true",
-        help="stay in the foreground and log to stderr (default: return once mounted)",
-    )
-    logging_.add_argument(
-        "--debug", action="store_true",
-        help="log one line per FUSE call and per API request (never the key)",
-    )
-    logging_.add_argument(
-        "--log-file", metavar="FILE", type=Path,
-        help="log here when in the background (default: syslog)",
-    ).complete = shtab.FILE  # type: ignore[attr-defined]
-
-    p.add_argument(
-        "-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
-        help="mount options, as in fstab: any flag above as name[=value] "
-        "(api_base=URL, api_key_file=FILE, workspace=ID, ro, allow_other, cache_dir=DIR, ...)",
-    )
+    mountpoint = add_mount_arguments(p, complete=_complete)
+    mountpoint.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
 
 
 _MOUNT_EPILOG = """\
@@ -177,70 +83,8 @@ class _ManFormatter(argparse.HelpFormatter):
         return "\n\n".join(out)
 
 
-def _apply_options(args: argparse.Namespace, options: Sequence[str]) -> None:
-    """Fold `-o a=b,c` options into the parsed flags (fstab and mount(8) style).
-
-    An unknown option is an error, unless `mount -s` (sloppy) asked to ignore them.
-    """
-    for group in options:
-        for raw in group.split(","):
-            opt = raw.strip()
-            if not opt or opt in _IGNORED_OPTIONS or opt.startswith(_IGNORED_PREFIXES):
-                continue
-            name, has_value, value = opt.partition("=")
-            name = name.replace("-", "_")
-            if name == "ro":
-                args.read_only = True
-            elif name in ("read_only", "allow_other", "debug", "foreground"):
-                setattr(args, name, True)
-            elif name == "no_chunked_upload":
-                args.chunked_upload = False
-            elif name in ("no_xattr", "noxattr"):
-                args.xattrs = False
-            elif name in ("api_base", "workspace", "provider") and has_value:
-                if name == "provider" and value not in ("openai", "anthropic"):
-                    raise SystemExit(
-                        f"orfs: -o provider must be openai or anthropic, not {value!r}")
-                setattr(args, name, value)
-            elif name in ("api_key_file", "cache_dir", "log_file") and has_value:
-                setattr(args, name, Path(value))
-            elif name == "cache_max_size" and has_value:
-                args.cache_max_size = parse_size(value)
-            elif name == "dir_cache_ttl" and has_value:
-                args.dir_cache_ttl = float(value)
-            elif name == "temp_grace" and has_value:
-                args.temp_grace = float(value)
-            elif name == "api_key":
-                raise SystemExit(
-                    "orfs: the API key is never taken from options (they show in ps and "
-                    "/proc/mounts); use api_key_file=FILE or OPENROUTER_API_KEY"
-                )
-            elif getattr(args, "sloppy", False):
-                print(f"orfs: ignoring unknown mount option {opt!r} (sloppy)", file=sys.stderr)
-            else:
-                raise SystemExit(f"orfs: unknown mount option {opt!r}")
-
-
 def _mount_config(args: argparse.Namespace) -> MountConfig:
-    _apply_options(args, args.options)
-    return MountConfig(
-        mountpoint=Path(args.mountpoint).expanduser().absolute(),
-        api_base=args.api_base,
-        workspace=args.workspace,
-        provider=args.provider,
-        read_only=args.read_only,
-        allow_other=args.allow_other,
-        cache_dir=args.cache_dir.expanduser().absolute() if args.cache_dir else None,
-        cache_max_size=args.cache_max_size,
-        dir_cache_ttl=args.dir_cache_ttl,
-        foreground=args.foreground,
-        debug=args.debug,
-        log_file=args.log_file.expanduser().absolute() if args.log_file else None,
-        api_key_file=args.api_key_file.expanduser().absolute() if args.api_key_file else None,
-        chunked_upload=args.chunked_upload,
-        temp_grace=args.temp_grace,
-        xattrs=args.xattrs,
-    )
+    return config_from_args(args, sloppy=getattr(args, "sloppy", False))
 
 
 def _cmd_mount(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orfs import __version__, cli
+from orfs import __version__, cli, config
 from orfs.config import MountConfig
 
 from .conftest import ORFS, run
@@ -113,11 +113,11 @@ def _mount_actions() -> list[argparse.Action]:
 def _sample(action: argparse.Action) -> str:
     if action.choices:
         return str(list(action.choices)[-1])
-    if action.type is cli.parse_size:
+    if action.type is config.parse_size:
         return "64M"
-    if action.type is float:
+    if action.type is config.parse_seconds:
         return "2.5"
-    if action.type is Path:
+    if action.metavar in ("FILE", "DIR"):
         return "/srv/orfs/x"
     return "sample-value"
 
@@ -266,3 +266,38 @@ def test_the_mount_fuse3_form_knows_every_command() -> None:
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert cli._COMMANDS == set(sub.choices)
+
+
+# ------------------------------------------- one declaration, every place that takes it
+
+def test_python_m_orfs_fuse_takes_the_same_options() -> None:
+    """The test and debug entry point parses exactly what `orfs mount` parses."""
+    from orfs.fuse import __main__ as fuse_main
+
+    argv = ["/mnt/x", "--cache-max-size", "1G", "--kernel-ttl", "0", "--no-xattr",
+            "-o", "ro,temp_grace=0.5,provider=openai"]
+    seen: list[MountConfig] = []
+
+    def fake_run(c: MountConfig) -> int:
+        seen.append(c)
+        return 0
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(fuse_main, "run_mount", fake_run)
+    try:
+        assert fuse_main.main(argv) == 0
+    finally:
+        mp.undo()
+    by_cli = cli._mount_config(cli.build_parser().parse_args(["mount", *argv]))
+    assert seen == [by_cli]
+    assert by_cli.read_only and not by_cli.xattrs and by_cli.kernel_ttl == 0
+    assert by_cli.temp_grace == 0.5 and by_cli.cache_max_size == 1024**3
+
+
+def test_a_switch_given_a_value_or_a_value_option_without_one_is_refused() -> None:
+    with pytest.raises(SystemExit, match="'read_only' takes no value"):
+        cli.main(["mount", "/mnt/x", "-o", "read_only=yes"])
+    with pytest.raises(SystemExit, match="'cache_max_size' needs a value"):
+        cli.main(["mount", "/mnt/x", "-o", "cache_max_size"])
+    with pytest.raises(SystemExit, match="not a size"):
+        cli.main(["mount", "/mnt/x", "-o", "cache_max_size=lots"])
