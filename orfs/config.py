@@ -17,39 +17,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from orfs.units import parse_seconds, parse_size
+
 DEFAULT_API_BASE = "https://openrouter.ai/api/v1"
 DEFAULT_CACHE_MAX_SIZE = 10 * 1024**3
 DEFAULT_DIR_CACHE_TTL = 10.0
 MAX_FILE_SIZE = 100 * 1024 * 1024  # the API's upload limit (104,857,600 bytes)
 STATUS_XATTR = "user.orfs.status"  # the mount root's status JSON (orfs status reads it)
-
-
-def parse_size(text: str) -> int:
-    """'10G', '512M', '1.5GiB', '1000' -> bytes (binary multiples)."""
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    mult = 1
-    for suffix, m in (("K", 1024), ("M", 1024**2), ("G", 1024**3), ("T", 1024**4)):
-        if t.endswith(suffix):
-            t, mult = t[:-1], m
-            break
-    try:
-        value = float(t)
-    except ValueError:
-        raise ValueError(f"not a size: {text!r} (try 512M or 10G)") from None
-    if value < 0:
-        raise ValueError(f"not a size: {text!r}")
-    return int(value * mult)
-
-
-def parse_seconds(text: str) -> float:
-    """'2', '0.5' -> seconds; negative is refused."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"not a number of seconds: {text!r}") from None
-    if value < 0:
-        raise ValueError(f"not a number of seconds: {text!r}")
-    return value
 
 
 def _path(text: str) -> Path:

@@ -4,7 +4,7 @@
 Starts its own emulator (loopback, port 0, temporary data directory) and its own
 mounts (`orfs mount -f`, each with a fresh cache directory unless a row needs a
 warm one), builds its data through the emulator's hooks, then measures every row
-of issue 5 side by side with its baseline in one run: orfs and the baseline
+of docs/PERFORMANCE.md side by side with its baseline in one run: orfs and the baseline
 alternate, each repeated, and the ratio is the ratio of the medians. Prints a
 table with PASS/FAIL against each target and writes the same as JSON (--json).
 

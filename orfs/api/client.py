@@ -1,4 +1,4 @@
-"""The async client of the OpenRouter Files API (see docs: reference/files-api.md).
+"""The async client of the OpenRouter Files API (the contract: docs/API.md).
 
 Every request goes through `FilesClient._send`, which counts it, logs one DEBUG line
 on ``orfs.api`` (method, path and query, status, bytes, milliseconds; never headers)
@@ -41,7 +41,7 @@ from orfs.api.upload import MultipartUpload, UploadBody, measure
 
 __all__ = ["Download", "FilesClient"]
 
-log = logging.getLogger("orfs.api")
+log = logging.getLogger(__name__)
 
 PROVIDERS = ("openai", "anthropic")
 # A JSON answer (a list page of 1000 files is ~300 KB) larger than this is not one.

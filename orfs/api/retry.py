@@ -54,7 +54,7 @@ __all__ = ["IDEMPOTENT_RETRY_STATUSES", "INTERACTIVE_RETRY", "UPLOAD_RETRY_STATU
            "RetryPolicy", "RetryState", "is_retryable", "parse_retry_after",
            "upload_may_have_applied"]
 
-log = logging.getLogger("orfs.api")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -86,7 +86,7 @@ class Filesystem:
         self.ns = Namespace(client, ttl=dir_cache_ttl, clock=clock)
         self._t = Tables(client, content, state, self.ns)
         self.inodes = self._t.inodes
-        # Streamed uploads of sequential writers (issue 5); run by `streams.run`.
+        # Streamed uploads of sequential writers; run by `streams.run`.
         self.streams = UploadStreams(lambda name, body: client.upload(name, body),
                                      lambda lf: raw_filename(lf.path), enabled=stream_uploads,
                                      allowed=lambda lf: self._held.may_stream(lf))
@@ -313,9 +313,9 @@ class Filesystem:
         handle = self._t.handles.get(fh)
         if isinstance(handle, LocalHandle):
             if handle.writable:
-                self._files.seal(handle.local)  # issue 6: after a crash, closed files upload
+                self._files.seal(handle.local)  # after a crash, closed files upload
             if self._held.hold(handle.local):
-                return  # a temporary name: held for a rename (issue 4)
+                return  # a temporary name: held for a rename
             await self._files.upload(handle.local)
 
     async def fsync(self, fh: int) -> None:
@@ -374,7 +374,7 @@ class Filesystem:
             raise NoEntry(f"inode {ino}")
         rf = await self._t.fresh_remote(key.id)
         if size is not None and size != rf.size:
-            await self._replace.truncate_remote(inode, rf, size)  # a rewrite (issue 4)
+            await self._replace.truncate_remote(inode, rf, size)  # a rewrite
             return await self.setattr(ino, mode=mode, atime_ns=atime_ns, mtime_ns=mtime_ns,
                                       fh=fh)
         if mode is not None or mtime_ns is not None or atime_ns is not None:

@@ -1,7 +1,7 @@
 """Remote filenames -> the names a user sees under the mount.
 
-Pure and kernel-free: no I/O, no trio, no pyfuse3. The contract is DESIGN.md
-"Namespace"; this module is its single implementation.
+Pure and kernel-free: no I/O, no trio, no pyfuse3. The rules are docs/SEMANTICS.md,
+"Namespace"; this module is their single implementation.
 
 Components
     A raw filename is split on ``/`` (``split_raw``); each raw component becomes a

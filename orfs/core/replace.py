@@ -1,4 +1,4 @@
-"""Rename, rewrites and temporary names (issue 4): every way one file's bytes take a name.
+"""Rename, rewrites and temporary names: every way one file's bytes take a name.
 
 The API has no rename and no partial write: a file's bytes and name are fixed at
 upload. So a rename of an uploaded file uploads its bytes under the new name and
@@ -47,9 +47,7 @@ from orfs.core.tables import (
 )
 from orfs.core.writes import LocalFile, LocalFiles
 
-# The filesystem's operations log under one name, whichever module they are in
-# (as before they were split out of fs.py; docs/OPERATIONS.md shows it).
-log = logging.getLogger("orfs.core.fs")
+log = logging.getLogger(__name__)
 
 RENAME_NOREPLACE = 1            # linux/fs.h
 RENAME_EXCHANGE = 2

@@ -155,7 +155,7 @@ class State:
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._db.executescript(_SCHEMA)
-            # Columns added after version 1 (issue 6): a journal of an older mount gains
+            # Columns added after version 1: a journal of an older mount gains
             # them empty, which restore_journal reads as "unknown" and treats with care.
             have = {r[1] for r in self._db.execute("PRAGMA table_info(journal)")}
             for column in ("attempted", "closed"):

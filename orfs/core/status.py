@@ -16,7 +16,7 @@ from orfs.core import names
 from orfs.core.inodes import DirKey, FileKey, LocalKey
 from orfs.core.tables import FsStats, Tables
 
-QUOTA = 10 * 1024**3            # the workspace quota (files-api.md)
+QUOTA = 10 * 1024**3            # the workspace quota (docs/API.md)
 BLOCK = 4096
 _XATTR_PREFIX = "user.openrouter."
 

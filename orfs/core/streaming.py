@@ -1,6 +1,6 @@
-"""Streamed uploads for sequential writers (issue 5).
+"""Streamed uploads for sequential writers.
 
-`cp` into the mount creates a file, writes it from offset 0 upward in 128 KiB pieces
+`cp` into the mount creates a file, writes it from offset 0 upward in 1 MiB pieces
 and flushes once. Uploading only at that flush would add the whole upload to the
 copy; instead, once ``STREAM_AFTER`` bytes have arrived in order, a background task
 starts ``POST /files`` with a body of unknown length (chunked transfer encoding) that

@@ -45,9 +45,7 @@ from orfs.core.state import State
 if TYPE_CHECKING:  # writes.py imports this module
     from orfs.core.writes import LocalFile
 
-# The filesystem's operations log under one name, whichever module they are in
-# (as before they were split out of fs.py; docs/OPERATIONS.md shows it).
-log = logging.getLogger("orfs.core.fs")
+log = logging.getLogger(__name__)
 
 BY_ID = ".by-id"
 

@@ -11,7 +11,7 @@ through the mount, or taking over a remote file's name by O_TRUNC. Its life:
 ``dirty`` says the staged bytes differ from anything uploaded; a flush uploads only
 then (so a flush before any write, or a second flush, uploads nothing). ``generation``
 counts writes: an upload that overlapped a write does not clear ``dirty``.
-The write path's own state (issue 5's streamed upload) is `write_mode`, a small state
+The write path's own state (the streamed upload, streaming.py) is `write_mode`, a small state
 machine driven by `orfs.core.streaming.UploadStreams` (diagram there)::
 
     fresh      empty; no write yet (or truncated to 0)
@@ -24,7 +24,7 @@ machine driven by `orfs.core.streaming.UploadStreams` (diagram there)::
 journal row), writes and truncates them, uploads them, and brings them back after a
 crash. The kernel operations that decide *when* (open, flush, release) are in fs.py.
 
-Exactly-once uploads and crash recovery (issue 6): every local file has a journal row
+Exactly-once uploads and crash recovery: every local file has a journal row
 (orfs/core/state.py) from its creation until its upload is recorded. A flush *seals*
 the row (``closed``): the staged bytes are final until the next write, so after a
 crash the next mount uploads them (`LocalFiles.restore_journal`); a file still being
@@ -79,9 +79,7 @@ from orfs.core.tables import LocalHandle, Tables, raw_filename
 if TYPE_CHECKING:
     from orfs.core.streaming import UploadStream, UploadStreams
 
-# The filesystem's operations log under one name, whichever module they are in
-# (as before they were split out of fs.py; docs/OPERATIONS.md shows it).
-log = logging.getLogger("orfs.core.fs")
+log = logging.getLogger(__name__)
 
 INTERRUPTED = ("the mount stopped while this file was being written; its bytes are kept "
                "here but not uploaded (write and close it again to upload it)")
@@ -129,7 +127,7 @@ class LocalFile:
 
 
 def upload_error(exc: ApiError) -> CoreError:
-    """The core error an upload failure becomes (DESIGN.md "Writing")."""
+    """The core error an upload failure becomes (the errno table of docs/SEMANTICS.md)."""
     if isinstance(exc, BadRequest):
         return Unsupported(exc.message)      # the service refused the content type
     if isinstance(exc, PayloadTooLarge):
@@ -147,7 +145,7 @@ class LocalFiles:
 
     def __init__(self, tables: Tables, streams: UploadStreams, staging_dir: Path) -> None:
         self._t = tables
-        # Streamed uploads of sequential writers (issue 5); fed by every write.
+        # Streamed uploads of sequential writers; fed by every write.
         self.streams = streams
         self.staging = Path(staging_dir)
         make_private_dir(self.staging)

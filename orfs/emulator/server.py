@@ -25,9 +25,9 @@ from pathlib import Path
 
 import uvicorn
 
-from orfs.config import parse_size
 from orfs.emulator.app import API_PREFIX, EmulatorConfig, create_app
 from orfs.emulator.store import DEFAULT_QUOTA
+from orfs.units import parse_size
 
 DEMO_API_KEY = "orfs-demo-key"
 DEFAULT_HOST = "127.0.0.1"

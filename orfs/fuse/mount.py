@@ -1,7 +1,7 @@
 """`run_mount(config)`: check the key, daemonize, mount, serve, unmount.
 
-Order matters (FUSE-NOTES "Daemonizing"): the key is read and the stale-mount check
-done before the fork; the fork happens before any trio, thread or httpx use; the
+Order matters (docs/FUSE.md, "Starting in the background"): the key is read and the
+stale-mount check done before the fork; the fork happens before any trio, thread or httpx use; the
 child checks the key with one request, calls `pyfuse3.init`, then writes "ok" to
 the pipe and the parent exits 0. Any failure before "ok" travels up the pipe as one
 line, the parent prints it and exits 1, and nothing is left mounted.
@@ -150,7 +150,7 @@ async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
             async with trio.open_nursery() as nursery:
                 await nursery.start(content.run)
                 await nursery.start(fs.streams.run)
-                await nursery.start(fs.run)  # held uploads of temporary names (issue 4)
+                await nursery.start(fs.run)  # held uploads of temporary names
                 nursery.start_soon(fs.resume_uploads, todo)
                 nursery.start_soon(_watch_signals, fs)
                 nursery.start_soon(tune_after_init, ops.initialized, mountpoint)

@@ -1,7 +1,7 @@
 """Kernel-side tuning of a mount that pyfuse3 cannot set through mount options.
 
 pyfuse3 rejects ``max_read``/``max_readahead`` and does not expose the connection
-settings (FUSE-NOTES "Reading"), so buffered reads arrive as 128 KiB requests: one
+settings (docs/FUSE.md, "Reading"), so buffered reads arrive as 128 KiB requests: one
 Python round trip per 128 KiB. The mount's own backing device has a read-ahead knob,
 ``/sys/class/bdi/<major:minor>/read_ahead_kb``; raised to 1024 the kernel sends 1 MiB
 read requests (the FUSE maximum), an eighth of the round trips. Writing it needs root

@@ -120,9 +120,9 @@ def test_missing_or_empty_key_file(tmp_path: Path) -> None:
 
 
 async def test_request_log_line_per_request(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="orfs.api")
+    caplog.set_level(logging.DEBUG, logger="orfs.api.client")
     async with make_client(lambda r: json_response(200, or_file()), workspace="w") as c:
         await c.retrieve("f")
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "orfs.api"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "orfs.api.client"]
     assert line.startswith("GET /api/v1/files/f?workspace_id=w -> 200, ")
     assert " bytes, " in line and line.endswith(" ms")

@@ -140,7 +140,7 @@ async def test_rename_local_is_free_and_uploaded_reuploads(env: Env) -> None:
     await env.fs.rename(ROOT_INODE, ".tmp123", ROOT_INODE, "final.txt", 0)
     await env.path("final.txt")
     await env.write_file("up.txt", b"text\n")
-    await env.fs.rename(ROOT_INODE, "up.txt", ROOT_INODE, "down.txt", 0)  # issue 4
+    await env.fs.rename(ROOT_INODE, "up.txt", ROOT_INODE, "down.txt", 0)
     assert env.client.stats()["upload"] == 2
     with pytest.raises(ce.InvalidArgument):
         await env.fs.rename(ROOT_INODE, "final.txt", ROOT_INODE, "x", 2)
@@ -151,7 +151,7 @@ async def test_chmod_and_times_after_close_are_remembered(env: Env) -> None:
     await env.fs.setattr(ino, mode=0o600, mtime_ns=5 * 10**18, atime_ns=5 * 10**18)
     a = await env.fs.getattr(ino)
     assert a.mode & 0o777 == 0o600 and a.mtime_ns == 5 * 10**18
-    assert (await env.fs.setattr(ino, size=1)).size == 1  # a rewrite (issue 4)
+    assert (await env.fs.setattr(ino, size=1)).size == 1  # a rewrite
 
 
 async def test_unreadable_file_shows_no_read_bits_and_open_is_eacces(app: Starlette,

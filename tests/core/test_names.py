@@ -1,4 +1,4 @@
-"""orfs.core.names: raw remote filenames -> display names (DESIGN.md "Namespace")."""
+"""orfs.core.names: raw remote filenames -> display names (docs/SEMANTICS.md, "Namespace")."""
 
 from __future__ import annotations
 

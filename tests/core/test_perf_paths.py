@@ -1,4 +1,4 @@
-"""Behaviour kept by the hot-path shortcuts of issue 5 (no timings: bench.py has those).
+"""Behaviour kept by the hot-path shortcuts (no timings: bench.py has those).
 
 - getxattr of a non-`user.` name is answered before any core call (ops.py);
 - attribute freshness is one listing time plus refresh times per retrieved file

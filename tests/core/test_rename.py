@@ -1,5 +1,5 @@
 """Rename by re-upload, rewrites of uploaded files, held uploads of temporary names and
-unlink by id (issue 4): the core over the in-process emulator, no kernel."""
+unlink by id: the core over the in-process emulator, no kernel."""
 
 from __future__ import annotations
 

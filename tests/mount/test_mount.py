@@ -256,7 +256,7 @@ def test_a_write_past_100_mib_fails_with_efbig_and_uploads_nothing(mnt: Mount) -
     finally:
         os.close(fd)
     # At most the streamed upload begun during the writes, cancelled before its end
-    # (issue 5): it created nothing, and no upload followed at close.
+    # (the streamed upload): it created nothing, and no upload followed at close.
     assert mnt.emu.stats()["upload"] <= 1
     assert mnt.remote_named("too-big.txt") == []
     assert os.getxattr(path, "user.orfs.state") == b"failed"

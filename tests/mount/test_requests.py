@@ -1,4 +1,4 @@
-"""Request counts of the mount's hot paths (issue 5), never timings: listings serve
+"""Request counts of the mount's hot paths, never timings: listings serve
 `ls -l` and `stat`, one download per id however many opens, a warm cache costs no
 request in a new mount, the cache limit holds, and `cp` is exactly one upload."""
 

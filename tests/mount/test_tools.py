@@ -1,4 +1,4 @@
-"""Real tools on a real mount (issue 4): mv, rsync, tar, editors' save cycles, cp -p,
+"""Real tools on a real mount: mv, rsync, tar, editors' save cycles, cp -p,
 install, >>, sed -i, and reading/removing by id. Asserts on bytes (the emulator's stored
 blobs) and on the emulator's request counts."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orfs import __version__, cli, config
+from orfs import __version__, cli, units
 from orfs.config import MountConfig
 
 from .conftest import ORFS, run
@@ -113,9 +113,9 @@ def _mount_actions() -> list[argparse.Action]:
 def _sample(action: argparse.Action) -> str:
     if action.choices:
         return str(list(action.choices)[-1])
-    if action.type is config.parse_size:
+    if action.type is units.parse_size:
         return "64M"
-    if action.type is config.parse_seconds:
+    if action.type is units.parse_seconds:
         return "2.5"
     if action.metavar in ("FILE", "DIR"):
         return "/srv/orfs/x"

@@ -59,3 +59,51 @@ def test_troubleshooting_covers_the_usual_errors() -> None:
 
 def test_readme_links_here() -> None:
     assert "docs/OPERATIONS.md" in (ROOT / "README.md").read_text()
+
+
+# ------------------------------------------------- the repository cites only itself
+
+_CITE = re.compile(r'docs/([A-Z][A-Za-z_-]*\.md)(?:,? "([^"]+)")?')
+_SOURCES = [p for d in ("orfs", "tests", "scripts") for p in (ROOT / d).rglob("*")
+            if p.is_file() and p.suffix in ("", ".py", ".sh") and "__pycache__" not in p.parts]
+_DOCS = [*(ROOT / "docs").glob("*.md"), ROOT / "README.md"]
+
+
+def _headings(doc: Path) -> list[str]:
+    return [line.lstrip("#").strip() for line in doc.read_text().splitlines()
+            if line.startswith("#")]
+
+
+def test_every_docs_page_and_section_cited_in_the_code_exists() -> None:
+    cited = 0
+    for src in _SOURCES:
+        text = src.read_text(errors="replace")
+        for page, section in _CITE.findall(text):
+            cited += 1
+            doc = ROOT / "docs" / page
+            assert doc.is_file(), f"{src.relative_to(ROOT)} cites docs/{page}, which is missing"
+            if section:
+                assert any(section in h for h in _headings(doc)), (
+                    f"{src.relative_to(ROOT)} cites section {section!r} of docs/{page}, "
+                    f"which has no such heading")
+    assert cited > 20  # the pattern still finds the citations
+
+
+def test_every_page_linked_from_the_docs_exists() -> None:
+    for doc in _DOCS:
+        for target in re.findall(r"\]\(([^)#:]+\.md)", doc.read_text()):
+            assert (doc.parent / target).is_file(), f"{doc.name} links {target}"
+
+
+# Documents that live outside the repository (the project's planning notes), and the
+# numbers of an issue tracker a clone does not have.
+_OUTSIDE = re.compile(r"DESIGN\.md|FUSE-NOTES|files-api\.md|CORE-REVIEW|STYLE\.md|\.\./shared"
+                      r"|\bissues? #?\d+\b")
+
+
+def test_nothing_cites_what_a_clone_does_not_have() -> None:
+    for path in [*_SOURCES, *_DOCS, ROOT / "pyproject.toml"]:
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if path.name == "test_docs.py" and ("_OUTSIDE" in line or "DESIGN\\.md" in line):
+                continue
+            assert not _OUTSIDE.search(line), f"{path.relative_to(ROOT)}:{n}: {line.strip()}"

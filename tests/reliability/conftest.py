@@ -1,4 +1,4 @@
-"""Fixtures for the reliability tests (issue 6).
+"""Fixtures for the reliability tests.
 
 - ``FixedPortEmulator``: an emulator that comes back on the same port after
   ``restart()``, so a live mount sees "the API went away and came back".
