@@ -8,10 +8,16 @@ name or handle is, and either answers from the parts or hands over to one of the
 
     tables.py    the shared tables (inodes, handles, local files) and the queries over
                  them: what a name or inode is, its attributes
+    local.py     the records of local files and their table (`LocalFile`, `LocalTable`)
     writes.py    the write side: local files staged, written, uploaded exactly once,
-                 journaled and resumed after a crash (`LocalFiles`)
-    replace.py   rename, rewrites and truncates of uploaded files, and temporary names
-                 held for a rename (`Replacer`, `HeldUploads`)
+                 journaled and resumed after a crash (`LocalFiles`, the table's only
+                 writer)
+    streaming.py uploads streamed while a sequential writer writes (`UploadStreams`);
+                 upload_stream.py the record of one
+    closing.py   what flush, fsync and release do (`Closer`)
+    upload_policy.py  when a closed file uploads: now, or held for a rename
+                 (`HeldUploads`, `looks_temporary`)
+    replace.py   rename, rewrites and truncates of uploaded files (`Replacer`)
     status.py    xattrs, statfs and the mount's status
     namespace.py the listing index and the local overlay; inodes.py the inode table
 
@@ -34,6 +40,7 @@ from pathlib import Path
 import trio
 
 from orfs.core import status
+from orfs.core.closing import Closer
 from orfs.core.content import ContentCache, ContentUnavailable
 from orfs.core.errors import (
     AccessDenied,
@@ -49,8 +56,9 @@ from orfs.core.errors import (
     ReadOnly,
 )
 from orfs.core.inodes import ByIdKey, DirKey, FileHandle, FileKey, Inode, LocalKey
+from orfs.core.local import INTERRUPTED, LocalFile
 from orfs.core.namespace import Namespace
-from orfs.core.replace import RENAME_EXCHANGE, RENAME_NOREPLACE, HeldUploads, Replacer
+from orfs.core.replace import RENAME_EXCHANGE, RENAME_NOREPLACE, Replacer
 from orfs.core.state import State
 from orfs.core.streaming import UploadStreams
 from orfs.core.tables import (
@@ -66,7 +74,8 @@ from orfs.core.tables import (
     content_error,
     raw_filename,
 )
-from orfs.core.writes import INTERRUPTED, LocalFile, LocalFiles
+from orfs.core.upload_policy import HeldUploads
+from orfs.core.writes import LocalFiles
 
 # Re-exported: the FUSE adapter, the mount and the tests take these from here.
 __all__ = ["INTERRUPTED", "RENAME_EXCHANGE", "RENAME_NOREPLACE", "Attributes", "FilesApi",
@@ -91,14 +100,15 @@ class Filesystem:
                                      lambda lf: raw_filename(lf.path), enabled=stream_uploads,
                                      allowed=lambda lf: self._held.may_stream(lf))
         self._files = LocalFiles(self._t, self.streams, staging_dir)
-        # Issue 4: a closed file with a temporary-looking name waits temp_grace seconds
-        # for a rename before it uploads under its own name (while `run` runs).
+        # A closed file with a temporary-looking name waits temp_grace seconds for a
+        # rename before it uploads under its own name (while `run` runs).
         self._held = HeldUploads(self._t, self._files, temp_grace)
+        self._close = Closer(self._t, self._files, self._held)
         self._replace = Replacer(self._t, self._files, self._held)
         # What tests look into.
         self._state = state
         self._content = content
-        self._locals = self._t.locals
+        self._locals = self._t.locals.by_serial
         self._staging = self._files.staging
 
     def _writable(self) -> None:
@@ -212,7 +222,7 @@ class Filesystem:
             if replaces is not None:
                 await self._t.delete_remote(replaces)
             return
-        self._t.detach(key.id)
+        self._files.detach(key.id)
         path = self.ns.display_path(key.id)
         if path is not None:
             self._keep_folder(path)
@@ -309,37 +319,14 @@ class Filesystem:
         return await self._files.write(handle.local, offset, data)
 
     async def flush(self, fh: int) -> None:
-        """close(): upload a changed, non-empty file and wait, so errors reach close()."""
-        handle = self._t.handles.get(fh)
-        if isinstance(handle, LocalHandle):
-            if handle.writable:
-                self._files.seal(handle.local)  # after a crash, closed files upload
-            if self._held.hold(handle.local):
-                return  # a temporary name: held for a rename
-            await self._files.upload(handle.local)
+        """close(): upload a changed, non-empty file and wait (closing.py)."""
+        await self._close.flush(self._t.handles.get(fh))
 
     async def fsync(self, fh: int) -> None:
-        handle = self._t.handles.get(fh)
-        if isinstance(handle, LocalHandle) and self._held.hold(handle.local):
-            # A temporary name: durable here (staged + journaled), uploaded after a rename.
-            await trio.to_thread.run_sync(os.fsync, handle.local.fd)
-            return
-        await self.flush(fh)
+        await self._close.fsync(self._t.handles.get(fh))
 
     async def release(self, fh: int) -> None:
-        handle = self._t.handles.pop(fh, None)
-        if isinstance(handle, ReadHandle):
-            handle.cache.close()
-        elif isinstance(handle, LocalHandle):
-            local = handle.local
-            local.handles -= 1
-            if local.handles <= 0:
-                if self._replace.revert_pristine(local):
-                    pass  # opened for writing, never written: the remote file stays
-                elif local.unlinked:
-                    self._files.close(local)
-                elif local.remote is not None:
-                    self._files.retire(local)
+        self._close.release(self._t.handles.pop(fh, None))
         await trio.lowlevel.checkpoint()
 
     async def setattr(self, ino: int, *, size: int | None = None, mode: int | None = None,
@@ -406,8 +393,15 @@ class Filesystem:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Own the held uploads of temporary names until cancelled (`HeldUploads.run`)."""
-        await self._held.run(task_status=task_status)
+        """Run the core's background work until cancelled (at unmount): the content
+        cache's downloads, the streamed uploads, the held uploads of temporary names.
+        Without it (unit tests of single operations) nothing downloads ahead, streams or
+        is held: every flush uploads at once."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._t.content.run)
+            await nursery.start(self.streams.run)
+            await nursery.start(self._held.run)
+            task_status.started()
 
     async def upload_held(self) -> None:
         """Upload every held file now (before unmounting); errors are logged."""

@@ -6,10 +6,9 @@ deletes the old file (`Replacer.rename`); opening one for writing without O_TRUN
 copies its bytes into staging first (`Replacer.open_rewrite`); a truncate to another
 size does the same and uploads at once. A file not uploaded yet is renamed for free.
 
-`looks_temporary` is the rule that decides whether a just-closed file's upload is held
-for ``temp_grace`` seconds (`HeldUploads`), so that write-temp-then-rename (rsync,
-editors, ``sed -i``, Python's atomic-write idiom) uploads once, under the final name.
-The rule is written out in docs/SEMANTICS.md ("Temporary names"); keep the two in step.
+A rename within a held file's grace period (upload_policy.py) uploads it once, under
+the new name, so write-temp-then-rename (rsync, editors, ``sed -i``, Python's
+atomic-write idiom) costs one upload.
 
 `copy_cached` and `copy_fd` copy a file's bytes into a staging file in bounded chunks
 (never the whole file in memory), for rename of a remote file and for opening one for
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 import trio
 
@@ -37,6 +35,7 @@ from orfs.core.errors import (
     NotPermitted,
 )
 from orfs.core.inodes import ByIdKey, DirKey, FileHandle, FileKey, Inode, Key, LocalKey
+from orfs.core.local import LocalFile
 from orfs.core.tables import (
     Tables,
     api_errors,
@@ -45,7 +44,8 @@ from orfs.core.tables import (
     ns_time,
     raw_filename,
 )
-from orfs.core.writes import LocalFile, LocalFiles
+from orfs.core.upload_policy import HeldUploads
+from orfs.core.writes import LocalFiles
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +54,6 @@ RENAME_EXCHANGE = 2
 
 # One chunk of a staging copy: bounded memory, few enough event-loop turns.
 COPY_CHUNK = 1024 * 1024
-
-_TEMP_NAMES = re.compile(
-    r"""
-      \..+\.[A-Za-z0-9_]{6}           # rsync, mktemp: .name.XXXXXX
-    | .+\.(?:tmp|temp|TMP|swp|swx|swo|part|partial)  # editors, downloaders: x.tmp, .x.swp
-    | .+~                             # backups: x~
-    | sed[A-Za-z0-9]{6}               # sed -i: ./sedXXXXXX
-    | tmp[a-z0-9_]{8}(?:\..*)?        # Python tempfile: tmpab12cd34, tmpab12cd34.json
-    | tmp\.[A-Za-z0-9]{10}            # mktemp: tmp.XXXXXXXXXX
-    | \.goutputstream-[A-Za-z0-9]+    # GLib (gedit, nautilus) safe save
-    | \#.+\#                          # emacs auto-save #x#
-    | \.\#.+                          # emacs lock .#x
-    """,
-    re.VERBOSE,
-)
-
-
-def looks_temporary(name: str) -> bool:
-    """Does this file name (one path component) look like a temporary file that a tool
-    will rename or remove within moments? See docs/SEMANTICS.md for the list."""
-    return _TEMP_NAMES.fullmatch(name) is not None
-
 
 async def copy_cached(handle: CacheHandle, fd: int) -> int:
     """Copy every byte behind ``handle`` (waiting for its download as needed) into ``fd``
@@ -110,90 +88,6 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         offset += n
 
 
-class HeldUploads:
-    """Closed files with temporary-looking names wait ``temp_grace`` seconds for a rename
-    before they upload under their own name (module doc). Only while `run` runs: without
-    it nothing is held and every flush uploads."""
-
-    def __init__(self, tables: Tables, files: LocalFiles, temp_grace: float) -> None:
-        self._t = tables
-        self._files = files
-        self._temp_grace = temp_grace
-        self._nursery: trio.Nursery | None = None
-        self._deferred: dict[int, float] = {}      # serial -> upload-not-before (clock)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
-        """Own the held uploads of temporary names until cancelled. At unmount, held
-        files stay journaled and the next mount uploads them (SIGTERM uploads them
-        first: `upload_held`)."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            self._nursery = None
-
-    def may_stream(self, local: LocalFile) -> bool:
-        """A temporary name is not streamed: it is held for a rename and uploaded once,
-        under the final name (a stream under the temporary name would be cancelled)."""
-        return self._nursery is None or not looks_temporary(local.path[-1])
-
-    def hold(self, local: LocalFile) -> bool:
-        """At flush/fsync: hold the upload of a temporary-looking name for temp_grace
-        seconds, so a rename in that time uploads it once, under the final name."""
-        if (self._nursery is None or self._temp_grace <= 0 or not local.dirty
-                or local.size == 0 or local.unlinked or local.remote is not None
-                or not looks_temporary(local.path[-1])):
-            return False
-        first = local.serial not in self._deferred
-        self._deferred[local.serial] = trio.current_time() + self._temp_grace
-        if first:
-            self._nursery.start_soon(self._upload_later, local)
-        return True
-
-    def cancel(self, local: LocalFile) -> None:
-        """A rename uploads it now: it is no longer held."""
-        self._deferred.pop(local.serial, None)
-
-    async def _upload_later(self, local: LocalFile) -> None:
-        """The grace period of a held file ran out: upload it under its own name (errors
-        go to the log, the xattrs and the status, as nobody waits for them)."""
-        try:
-            while True:
-                due = self._deferred.get(local.serial)
-                if due is None:
-                    return  # renamed (and so uploaded), or uploaded by upload_held
-                if trio.current_time() >= due:
-                    break
-                await trio.sleep_until(due)
-            del self._deferred[local.serial]
-            if local.unlinked or self._t.open_for_writing(local):
-                return  # removed; or written again: its next flush decides
-            log.info("%s was not renamed within %.1f s: uploading it under its own name",
-                     "/".join(local.path), self._temp_grace)
-            await self._files.upload(local)
-        except CoreError as exc:
-            log.warning("held upload of %s failed: %s", "/".join(local.path), exc.message)
-        except Exception:
-            log.exception("held upload of %s failed unexpectedly", "/".join(local.path))
-
-    async def upload_held(self) -> None:
-        """Upload every held file now (before unmounting); errors are logged."""
-        while self._deferred:
-            serial = next(iter(self._deferred))
-            del self._deferred[serial]
-            local = self._t.locals.get(serial)
-            if local is None:
-                continue
-            try:
-                await self._files.upload(local)
-            except CoreError as exc:
-                log.warning("held upload of %s failed: %s", "/".join(local.path),
-                            exc.message)
-
-
 class Replacer:
     """rename, and the rewrites of uploaded files (module doc)."""
 
@@ -201,7 +95,6 @@ class Replacer:
         self._t = tables
         self._files = files
         self._held = held
-        self._pristine: dict[int, tuple[str, int]] = {}  # serial -> (copied id, generation)
 
     # ---- rename ------------------------------------------------------------------------
 
@@ -346,7 +239,7 @@ class Replacer:
                     doomed.append(victim.replaces)
                 self._files.drop(victim)
         elif isinstance(dst, FileKey):
-            self._t.detach(dst.id)
+            self._files.detach(dst.id)
             doomed.append(dst.id)
         for file_id in doomed:
             if file_id == done:
@@ -365,7 +258,7 @@ class Replacer:
         from its staged file if it is still open after its upload, else through the
         content cache (downloading it if needed), streamed in bounded chunks."""
         local = self._files.new_replacing(rf, path, visible=False)
-        attached = self._t.attached.get(rf.id)
+        attached = self._t.locals.attached(rf.id)
         try:
             if attached is not None and attached.fd >= 0:
                 size = await copy_fd(attached.fd, local.fd, attached.size)
@@ -392,7 +285,7 @@ class Replacer:
         """Open an uploaded file for writing without O_TRUNC (``>>``, ``r+``, in-place
         edits): its bytes are copied into staging, the writes land there, and the flush
         uploads it and deletes the old file. Never written: dropped at the last close
-        (`revert_pristine`). None: another operation won the race; open it again."""
+        (closing.py). None: another operation won the race; open it again."""
         path = self._t.ns.display_path(rf.id)
         if path is None:
             raise NotPermitted("write through .by-id")
@@ -405,26 +298,10 @@ class Replacer:
             self._files.drop(local)
             return None
         local.dirty = False  # a copy: nothing to upload until something is written
-        self._pristine[local.serial] = (rf.id, local.generation)
+        local.pristine = (rf.id, local.generation)  # dropped unwritten: closing.py
         self._t.ns.add_local_file(path, local.serial)
         self._t.inodes.rebind(inode, LocalKey(local.serial))
         return self._files.open_handle(local, flags)
-
-    def revert_pristine(self, local: LocalFile) -> bool:
-        """At the last close of a rewrite copy that was never written: drop the copy and
-        show the remote file again (no request)."""
-        entry = self._pristine.pop(local.serial, None)
-        if entry is None:
-            return False
-        file_id, gen = entry
-        if (local.generation != gen or local.dirty or local.unlinked
-                or local.remote is not None or local.state != "pending"):
-            return False
-        ino = self._t.inodes.existing(LocalKey(local.serial))
-        self._files.drop(local)
-        if ino is not None and self._t.ns.record(file_id) is not None:
-            self._t.inodes.rebind(ino, FileKey(file_id))
-        return True
 
     async def truncate_remote(self, inode: Inode, rf: RemoteFile, size: int) -> None:
         """truncate of an uploaded file: to 0, a new empty local file takes its place

@@ -45,7 +45,7 @@ async def xattrs(tables: Tables, ino: int, info: Mapping[str, object]) -> dict[s
 
 def fs_stats(tables: Tables) -> FsStats:
     """statfs: the quota as the size, what is uploaded or waiting to be as used."""
-    waiting = [lf for lf in tables.locals.values() if lf.remote is None]
+    waiting = [lf for lf in tables.locals if lf.remote is None]
     used = sum(rf.size for rf in tables.ns.records()) + sum(lf.size for lf in waiting)
     free = max(0, QUOTA - used)
     count = len(tables.ns) + len(waiting)
@@ -55,7 +55,7 @@ def fs_stats(tables: Tables) -> FsStats:
 
 def mount_status(tables: Tables, info: Mapping[str, object]) -> dict[str, object]:
     """The root's user.orfs.status (never the key)."""
-    live = [lf for lf in tables.locals.values() if not lf.unlinked and lf.remote is None]
+    live = [lf for lf in tables.locals if not lf.unlinked and lf.remote is None]
     used, limit = tables.content.usage()
     return {
         "pending": sum(1 for lf in live if lf.state == "pending" and lf.size > 0),

@@ -41,109 +41,23 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from orfs.api.errors import ApiError
 from orfs.api.models import RemoteFile
 from orfs.api.upload import UploadBody, UploadSizeMismatch
-from orfs.core.writes import LocalFile
+from orfs.core.local import LocalFile
+from orfs.core.tasks import TaskOwner
+from orfs.core.upload_stream import StreamCancelled, UploadStream
 
 log = logging.getLogger(__name__)
 
 # Bytes a sequential writer writes before its upload starts (see the module doc).
 STREAM_AFTER = 1024 * 1024
-# The body is read from the staging file in pieces of up to this many bytes; the
-# sender is woken only when this much is waiting (or at the seal), not per write.
-CHUNK = 256 * 1024
 
 Uploader = Callable[[str, UploadBody], Awaitable[RemoteFile]]
-
-
-class StreamCancelled(Exception):
-    """Raised inside the body iterator of a cancelled stream (never past the task)."""
-
-
-class UploadStream:
-    """One streamed upload following one local file's sequential writes."""
-
-    def __init__(self, fd: int, filename: str, path: tuple[str, ...], available: int) -> None:
-        self.fd = fd
-        self.filename = filename
-        self.path = path                 # the display path it was started under
-        self.available = available       # bytes written, contiguous from 0
-        self.sealed_size: int | None = None
-        self.cancelled = False
-        self.body_complete = False       # an attempt yielded every byte: the closing
-                                         # boundary may have been sent
-        self.result: RemoteFile | None = None
-        self.error: ApiError | UploadSizeMismatch | None = None
-        self.done = trio.Event()
-        self.cancel_scope = trio.CancelScope()
-        self._want = 0                   # wake the sender once available reaches this
-        self._wake = trio.Event()
-
-    # -- driven by the write path (synchronous) ------------------------------------
-
-    def append(self, end: int) -> None:
-        self.available = end
-        if end >= self._want:
-            self._wake.set()
-
-    def seal(self, size: int) -> None:
-        """The body ends at `size` bytes; from now on the upload may complete."""
-        self.sealed_size = size
-        self._wake.set()
-
-    def cancel(self) -> bool:
-        """Abort before the body is complete; False if already sealed (too late)."""
-        if self.sealed_size is not None:
-            return False
-        if not self.cancelled:
-            self.cancelled = True
-            self.cancel_scope.cancel()
-            self._wake.set()
-        return True
-
-    # -- the body ------------------------------------------------------------------
-
-    def body(self) -> UploadBody:
-        return UploadBody(self._chunks, size=None)
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        """The staging file from byte 0, waiting for writes, ending at the seal.
-        Re-openable: a retried attempt starts again from byte 0."""
-        pos = 0
-        while True:
-            if self.cancelled:
-                raise StreamCancelled()
-            limit = self.sealed_size if self.sealed_size is not None else self.available
-            if pos < limit and (self.sealed_size is not None or limit - pos >= CHUNK):
-                n = min(limit - pos, CHUNK)
-                data = os.pread(self.fd, n, pos)
-                if len(data) != n:
-                    raise UploadSizeMismatch(f"staging file ended at {pos + len(data)} bytes,"
-                                             f" {limit} expected")
-                pos += n
-                yield data
-                continue
-            if self.sealed_size is not None:
-                self.body_complete = True
-                return  # the seal: MultipartUpload adds the closing boundary after this
-            self._want = pos + CHUNK
-            self._wake = trio.Event()
-            await self._wake.wait()
-
-    async def outcome(self) -> RemoteFile | None:
-        """Wait for the answer of a sealed stream: the file; None if it failed before
-        its body was complete (so nothing was created); or the error, raised."""
-        await self.done.wait()
-        if self.result is not None:
-            return self.result
-        if self.error is not None and self.body_complete:
-            raise self.error
-        return None
 
 
 class UploadStreams:
@@ -158,7 +72,7 @@ class UploadStreams:
         self.enabled = enabled
         self.stream_after = stream_after
         self._allowed = allowed
-        self._nursery: trio.Nursery | None = None
+        self._tasks = TaskOwner()  # the streams being sent, while `run` runs
         self.started = 0       # statistics (read by the tests)
         self.completed = 0
         self.cancelled = 0
@@ -166,13 +80,7 @@ class UploadStreams:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Own the upload tasks until cancelled (at unmount: unsealed streams abort)."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            self._nursery = None
+        await self._tasks.run(task_status=task_status)
 
     # -- the state machine ---------------------------------------------------------
 
@@ -235,7 +143,7 @@ class UploadStreams:
     # -- internals -----------------------------------------------------------------
 
     def _start(self, local: LocalFile) -> None:
-        if (not self.enabled or self._nursery is None or local.fd < 0 or local.unlinked
+        if (not self.enabled or not self._tasks.running or local.fd < 0 or local.unlinked
                 or local.remote is not None
                 or (self._allowed is not None and not self._allowed(local))):
             local.write_mode = "random"
@@ -248,7 +156,7 @@ class UploadStreams:
         local.write_mode = "streaming"
         self.started += 1
         log.debug("streamed upload of %s started at %d bytes", filename, local.size)
-        self._nursery.start_soon(self._send, stream)
+        self._tasks.start_soon(self._send, stream)
 
     def _give_up(self, local: LocalFile, why: str) -> bool:
         """Cancel the unsealed stream; the file uploads at flush. False if sealed."""

@@ -1,8 +1,8 @@
 """What every part of the filesystem core shares, and the queries over it.
 
-`Tables` holds the mount's in-memory tables: inodes, open file handles, local files,
-uploaded files still open (attached to their local file), and files deleted here whose
-inode the kernel may still hold. Its methods answer what an inode or a name is and
+`Tables` holds the mount's in-memory tables: inodes, open file handles, local files and
+uploaded files still open (a `LocalTable`, changed only by writes.py), and files deleted
+here whose inode the kernel may still hold. Its methods answer what an inode or a name is and
 what its attributes are, from these tables and the namespace (a stale record is
 refreshed by one retrieve); and delete a remote file, which unlink, rename and the
 upload of a replacement all do.
@@ -21,13 +21,13 @@ import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from orfs.api.errors import ApiError, Forbidden, NotFound, Unauthorized
 from orfs.api.models import RemoteFile
 from orfs.api.upload import UploadBody
 from orfs.core import names
-from orfs.core.content import CacheHandle, ContentCache, ContentUnavailable, unlink_quietly
+from orfs.core.content import CacheHandle, ContentCache, ContentUnavailable
 from orfs.core.errors import (
     AccessDenied,
     CoreError,
@@ -39,11 +39,9 @@ from orfs.core.errors import (
     NotPermitted,
 )
 from orfs.core.inodes import ByIdKey, DirKey, FileHandle, FileKey, Inode, InodeTable, Key, LocalKey
+from orfs.core.local import LocalFile, LocalTable
 from orfs.core.namespace import Namespace
 from orfs.core.state import State
-
-if TYPE_CHECKING:  # writes.py imports this module
-    from orfs.core.writes import LocalFile
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +173,8 @@ class Tables:
         self.uid = os.getuid()
         self.gid = os.getgid()
         self.started_ns = time.time_ns()
-        self.locals: dict[int, LocalFile] = {}      # serial -> local file
-        self.attached: dict[str, LocalFile] = {}    # uploaded, still open: id -> local
+        # Local files, and uploaded ones still open; changed only by writes.LocalFiles.
+        self.locals = LocalTable()
         self.gone: dict[str, RemoteFile] = {}       # deleted here, inode maybe still held
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -227,14 +225,11 @@ class Tables:
 
     def local_of(self, key: Key) -> LocalFile | None:
         """The local file holding key's bytes: not uploaded yet, or uploaded and open."""
-        if isinstance(key, LocalKey):
-            return self.locals.get(key.serial)
-        if isinstance(key, FileKey):
-            return self.attached.get(key.id)
-        return None
+        return self.locals.of(key)
 
     def readable(self, rf: RemoteFile) -> bool:
-        return rf.downloadable or rf.id in self.attached or self.content.is_cached(rf.id)
+        return (rf.downloadable or self.locals.attached(rf.id) is not None
+                or self.content.is_cached(rf.id))
 
     def open_for_writing(self, local: LocalFile) -> bool:
         return any(isinstance(h, LocalHandle) and h.local is local and h.writable
@@ -310,10 +305,3 @@ class Tables:
         self.content.drop(file_id)
         self.state.drop_override(file_id)
 
-    def detach(self, file_id: str) -> None:
-        """An uploaded file still open is deleted or replaced: its open local copy is let
-        go (its handles keep reading the staged bytes, now unlinked)."""
-        attached = self.attached.pop(file_id, None)
-        if attached is not None:
-            attached.unlinked = True
-            unlink_quietly(attached.staged)

@@ -39,13 +39,11 @@ in one synchronous step.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 import trio
 from cachetools import TTLCache
@@ -73,58 +71,12 @@ from orfs.core.errors import (
 )
 from orfs.core.inodes import FileHandle, FileKey, LocalKey
 from orfs.core.landed import MAX_ROUNDS, ROUNDS_TIME, Attempt, find_landed
+from orfs.core.local import INTERRUPTED, LocalFile, LocalState
 from orfs.core.state import JournalEntry, make_private_dir
+from orfs.core.streaming import UploadStreams
 from orfs.core.tables import LocalHandle, Tables, raw_filename
 
-if TYPE_CHECKING:
-    from orfs.core.streaming import UploadStream, UploadStreams
-
 log = logging.getLogger(__name__)
-
-INTERRUPTED = ("the mount stopped while this file was being written; its bytes are kept "
-               "here but not uploaded (write and close it again to upload it)")
-
-LocalState = Literal["pending", "uploading", "failed", "uploaded"]
-WriteMode = Literal["fresh", "appending", "streaming", "done", "random"]
-
-
-@dataclasses.dataclass(eq=False)
-class LocalFile:
-    serial: int
-    path: tuple[str, ...]           # display path where it is shown while local
-    staged: Path
-    fd: int
-    journal_key: str
-    created_ns: int
-    mode: int                        # permission bits
-    mode_set: bool = False           # chmod'ed (or created with a non-default mode)
-    size: int = 0
-    modified_ns: int = 0
-    atime_set: int | None = None     # utimens
-    mtime_set: int | None = None
-    replaces: str | None = None      # remote id to delete once uploaded
-    state: LocalState = "pending"
-    error: str | None = None
-    dirty: bool = False
-    generation: int = 0
-    handles: int = 0
-    unlinked: bool = False
-    remote: RemoteFile | None = None  # the uploaded version, while handles stay open
-    lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
-    # The write path's state (module doc); "random" unless created empty.
-    write_mode: WriteMode = "random"
-    appended: int = 0                # end of the last in-order write ("appending")
-    stream: UploadStream | None = None  # the unsealed streamed upload ("streaming")
-
-    def close_fd(self) -> None:
-        if self.stream is not None:
-            self.stream.cancel()     # nobody will flush it now; never let it complete
-            self.stream = None
-            self.write_mode = "random"
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            os.close(fd)
-
 
 def upload_error(exc: ApiError) -> CoreError:
     """The core error an upload failure becomes (the errno table of docs/SEMANTICS.md)."""
@@ -141,10 +93,11 @@ def upload_error(exc: ApiError) -> CoreError:
 
 class LocalFiles:
     """The local files of one mount: created, written, uploaded, journaled (module doc).
-    The table of them is `Tables.locals`."""
+    The table of them is `Tables.locals`, which only this class changes."""
 
     def __init__(self, tables: Tables, streams: UploadStreams, staging_dir: Path) -> None:
         self._t = tables
+        self._table = tables.locals
         # Streamed uploads of sequential writers; fed by every write.
         self.streams = streams
         self.staging = Path(staging_dir)
@@ -176,7 +129,7 @@ class LocalFiles:
             key=local.journal_key, filename=raw_filename(path), staged=str(staged),
             state="pending", replaces=replaces, created=time.time(),
             mode=perm if local.mode_set else None))
-        self._t.locals[serial] = local
+        self._table.add(local)
         if visible:  # invisible: a staging copy shown only once its upload succeeded
             self._t.ns.add_local_file(path, serial)
         local.write_mode = "fresh"  # created empty: a sequential writer may stream it
@@ -201,20 +154,28 @@ class LocalFiles:
         unlink_quietly(local.staged)
         if local.handles == 0:
             local.close_fd()
-            self._t.locals.pop(local.serial, None)
+            self._table.remove(local)
 
     def close(self, local: LocalFile) -> None:
         """The last handle of an unlinked file closed."""
         local.close_fd()
-        self._t.locals.pop(local.serial, None)
+        self._table.remove(local)
+
+    def detach(self, file_id: str) -> None:
+        """An uploaded file still open is deleted or replaced: its open local copy is let
+        go (its handles keep reading the staged bytes, now unlinked)."""
+        attached = self._table.detach(file_id)
+        if attached is not None:
+            attached.unlinked = True
+            unlink_quietly(attached.staged)
 
     def retire(self, local: LocalFile) -> None:
         """The last handle of an uploaded file closed: its bytes become the cache's."""
         rf = local.remote
         assert rf is not None
         local.close_fd()
-        self._t.attached.pop(rf.id, None)
-        self._t.locals.pop(local.serial, None)
+        self._table.detach(rf.id)
+        self._table.remove(local)
         try:
             self._t.content.adopt(rf.id, local.staged, local.size)
         except OSError as exc:
@@ -277,7 +238,7 @@ class LocalFiles:
         rf = local.remote
         assert rf is not None
         local.remote = None
-        self._t.attached.pop(rf.id, None)
+        self._table.detach(rf.id)
         local.path = self._t.ns.display_path(rf.id) or local.path
         local.replaces = rf.id
         local.state = "pending"
@@ -451,13 +412,12 @@ class LocalFiles:
         ino = self._t.inodes.existing(LocalKey(local.serial))
         if ino is not None:
             self._t.inodes.rebind(ino, FileKey(rf.id))
-        self._t.attached[rf.id] = local
+        self._table.attach(rf.id, local)
         if local.handles <= 0:
             self.retire(local)
 
     def in_flight(self) -> int:
-        return sum(1 for lf in self._t.locals.values()
-                   if lf.state == "uploading" and not lf.unlinked)
+        return sum(1 for lf in self._table if lf.state == "uploading" and not lf.unlinked)
 
     async def wait_uploads(self, timeout: float) -> None:
         """Until no upload is in flight (unmount, SIGTERM); bounded. One that does not
@@ -505,7 +465,7 @@ class LocalFiles:
                               mode_set=entry.mode is not None, size=size,
                               mtime_set=entry.mtime_ns, replaces=entry.replaces,
                               state=state, error=error, dirty=state == "pending" and size > 0)
-            self._t.locals[serial] = local
+            self._table.add(local)
             self._t.ns.add_local_file(path, serial)
             if closed:
                 self._sealed.add(serial)

@@ -148,9 +148,7 @@ async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
             _detach_stdio()
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(content.run)
-                await nursery.start(fs.streams.run)
-                await nursery.start(fs.run)  # held uploads of temporary names
+                await nursery.start(fs.run)  # downloads, streamed and held uploads
                 nursery.start_soon(fs.resume_uploads, todo)
                 nursery.start_soon(_watch_signals, fs)
                 nursery.start_soon(tune_after_init, ops.initialized, mountpoint)

@@ -92,23 +92,26 @@ class Env:
 
         ``transport(app)`` is what the client sends through; ``client_options`` go to the
         client, ``fs_options`` (``temp_grace``, ``stream_uploads``, ...) to ``Filesystem``.
-        Besides the content cache, ``held_uploads`` runs ``fs.run`` (the uploads held for
-        temporary names) and ``streams`` runs ``fs.streams.run`` (streamed uploads).
+        ``fs.run`` runs throughout; ``held_uploads`` turns on the uploads held for
+        temporary names and ``streams`` the streamed uploads (both off by default).
         """
         via = transport(app)
         client = client_class(URL, KEY, transport=via, **(client_options or {}))
         state = State(cache)
         content = ContentCache(cache, 1 << 30, client, state)
         clock = Clock()
+        # `fs.run` runs all of the core's background work; what a test leaves off is
+        # switched off by its own option: no grace period holds nothing, and uploads
+        # that may not stream do not.
+        if not held_uploads:
+            fs_options.setdefault("temp_grace", 0.0)
+        if not streams:
+            fs_options.setdefault("stream_uploads", False)
         fs = Filesystem(client, content, state, staging_dir=cache / "staging",
                         dir_cache_ttl=10.0, clock=clock, **fs_options)
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(content.run)
-                if held_uploads:
-                    await nursery.start(fs.run)
-                if streams:
-                    await nursery.start(fs.streams.run)
+                await nursery.start(fs.run)
                 yield cls(app, fs, client, clock, via)
                 nursery.cancel_scope.cancel()
         finally:

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from orfs.core import errors as ce
 from orfs.core.fs import RENAME_EXCHANGE, RENAME_NOREPLACE
 from orfs.core.inodes import ROOT_INODE
-from orfs.core.replace import looks_temporary
+from orfs.core.upload_policy import looks_temporary
 from orfs.emulator.store import Scope
 from tests.core.harness import Env, env_fixture, output
 

@@ -17,7 +17,8 @@ from orfs.api.upload import UploadBody
 from orfs.config import MAX_FILE_SIZE
 from orfs.core import errors as ce
 from orfs.core.inodes import ROOT_INODE
-from orfs.core.streaming import CHUNK, STREAM_AFTER
+from orfs.core.streaming import STREAM_AFTER
+from orfs.core.upload_stream import CHUNK
 from tests.core import harness
 from tests.core.harness import env_fixture
 from tests.core.harness import records as remote

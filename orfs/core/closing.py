@@ -1,0 +1,89 @@
+"""What happens when a file is closed: the one place flush, fsync and release lead to.
+
+`close()` reaches the filesystem as a flush (whose error is what close returns), and the
+last close of a handle as a release (whose error reaches nobody; docs/FUSE.md, "Close:
+flush and release"). So:
+
+    flush    a writer's close seals the staged bytes (after a crash they upload); then
+             the file uploads now and close waits for it, unless its name looks
+             temporary and it is held for a rename (upload_policy.py)
+    fsync    the same, except that a held file is only made durable here
+    release  the last handle of a local file: a rewrite copy never written is dropped
+             (the remote file shows again, no request); an unlinked file's staging goes;
+             an uploaded one's staged bytes become the content cache's
+
+Uploading itself (exactly once, journaled) is `LocalFiles.upload` in writes.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+from orfs.core.inodes import FileKey, LocalKey
+from orfs.core.local import LocalFile
+from orfs.core.tables import Handle, LocalHandle, ReadHandle, Tables
+from orfs.core.upload_policy import HeldUploads
+from orfs.core.writes import LocalFiles
+
+
+class Closer:
+    """flush, fsync and release of any open handle (module doc)."""
+
+    def __init__(self, tables: Tables, files: LocalFiles, held: HeldUploads) -> None:
+        self._t = tables
+        self._files = files
+        self._held = held
+
+    async def flush(self, handle: Handle | None) -> None:
+        """close(): upload a changed, non-empty file and wait, so errors reach close()."""
+        if not isinstance(handle, LocalHandle):
+            return
+        local = handle.local
+        if handle.writable:
+            self._files.seal(local)  # after a crash, closed files upload
+        if self._held.hold(local):
+            return  # a temporary name: held for a rename
+        await self._files.upload(local)
+
+    async def fsync(self, handle: Handle | None) -> None:
+        if isinstance(handle, LocalHandle) and self._held.hold(handle.local):
+            # A temporary name: durable here (staged + journaled), uploaded after a rename.
+            await trio.to_thread.run_sync(os.fsync, handle.local.fd)
+            return
+        await self.flush(handle)
+
+    def release(self, handle: Handle | None) -> None:
+        """The kernel let go of a handle (once per open, after its last close)."""
+        if isinstance(handle, ReadHandle):
+            handle.cache.close()
+            return
+        if not isinstance(handle, LocalHandle):
+            return
+        local = handle.local
+        local.handles -= 1
+        if local.handles > 0:
+            return
+        if self._revert_pristine(local):
+            return  # opened for writing, never written: the remote file stays
+        if local.unlinked:
+            self._files.close(local)
+        elif local.remote is not None:
+            self._files.retire(local)
+
+    def _revert_pristine(self, local: LocalFile) -> bool:
+        """At the last close of a rewrite copy that was never written: drop the copy and
+        show the remote file again (no request)."""
+        entry, local.pristine = local.pristine, None
+        if entry is None:
+            return False
+        file_id, gen = entry
+        if (local.generation != gen or local.dirty or local.unlinked
+                or local.remote is not None or local.state != "pending"):
+            return False
+        ino = self._t.inodes.existing(LocalKey(local.serial))
+        self._files.drop(local)
+        if ino is not None and self._t.ns.record(file_id) is not None:
+            self._t.inodes.rebind(ino, FileKey(file_id))
+        return True

@@ -1,0 +1,125 @@
+"""`LocalFile`, one file whose bytes live in staging, and `LocalTable`, the mount's table
+of them.
+
+Records only: what a local file is and where to find it. What happens to one (created,
+written, uploaded, journaled, resumed) is `orfs.core.writes.LocalFiles`, the one module
+that changes a `LocalTable`; everything else (the queries in tables.py, rename, the
+status) reads it. The life of a local file and its ``write_mode`` are drawn in
+writes.py and streaming.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Literal
+
+import trio
+
+from orfs.api.models import RemoteFile
+from orfs.core.inodes import FileKey, Key, LocalKey
+from orfs.core.upload_stream import UploadStream
+
+INTERRUPTED = ("the mount stopped while this file was being written; its bytes are kept "
+               "here but not uploaded (write and close it again to upload it)")
+
+LocalState = Literal["pending", "uploading", "failed", "uploaded"]
+WriteMode = Literal["fresh", "appending", "streaming", "done", "random"]
+
+
+@dataclasses.dataclass(eq=False)
+class LocalFile:
+    serial: int
+    path: tuple[str, ...]           # display path where it is shown while local
+    staged: Path
+    fd: int
+    journal_key: str
+    created_ns: int
+    mode: int                        # permission bits
+    mode_set: bool = False           # chmod'ed (or created with a non-default mode)
+    size: int = 0
+    modified_ns: int = 0
+    atime_set: int | None = None     # utimens
+    mtime_set: int | None = None
+    replaces: str | None = None      # remote id to delete once uploaded
+    state: LocalState = "pending"
+    error: str | None = None
+    dirty: bool = False
+    generation: int = 0
+    handles: int = 0
+    unlinked: bool = False
+    remote: RemoteFile | None = None  # the uploaded version, while handles stay open
+    lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
+    # The write path's state (module doc); "random" unless created empty.
+    write_mode: WriteMode = "random"
+    appended: int = 0                # end of the last in-order write ("appending")
+    stream: UploadStream | None = None  # the unsealed streamed upload ("streaming")
+    # A copy of an uploaded file opened for writing without O_TRUNC: (the id copied,
+    # the generation then). Never written by the last close: the copy is dropped.
+    pristine: tuple[str, int] | None = None
+
+    def close_fd(self) -> None:
+        if self.stream is not None:
+            self.stream.cancel()     # nobody will flush it now; never let it complete
+            self.stream = None
+            self.write_mode = "random"
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+class LocalTable:
+    """The local files of one mount by serial, and the uploaded ones still open by the
+    id they uploaded as ("attached": their handles keep using the staged bytes).
+
+    Read by everyone; changed only by `LocalFiles` (writes.py), which keeps the two
+    maps and each file's state in step."""
+
+    def __init__(self) -> None:
+        self._by_serial: dict[int, LocalFile] = {}
+        self._attached: dict[str, LocalFile] = {}
+        # Read-only views, for the status and for tests that look inside.
+        self.by_serial: Mapping[int, LocalFile] = types.MappingProxyType(self._by_serial)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def get(self, serial: int) -> LocalFile | None:
+        return self._by_serial.get(serial)
+
+    def __getitem__(self, serial: int) -> LocalFile:
+        return self._by_serial[serial]
+
+    def __iter__(self) -> Iterator[LocalFile]:
+        return iter(list(self._by_serial.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_serial)
+
+    def attached(self, file_id: str) -> LocalFile | None:
+        """The open local copy of an uploaded file, if it is still open."""
+        return self._attached.get(file_id)
+
+    def of(self, key: Key) -> LocalFile | None:
+        """The local file holding key's bytes: not uploaded yet, or uploaded and open."""
+        if isinstance(key, LocalKey):
+            return self._by_serial.get(key.serial)
+        if isinstance(key, FileKey):
+            return self._attached.get(key.id)
+        return None
+
+    # ---- changing (LocalFiles only) ----------------------------------------------------
+
+    def add(self, local: LocalFile) -> None:
+        self._by_serial[local.serial] = local
+
+    def remove(self, local: LocalFile) -> None:
+        self._by_serial.pop(local.serial, None)
+
+    def attach(self, file_id: str, local: LocalFile) -> None:
+        self._attached[file_id] = local
+
+    def detach(self, file_id: str) -> LocalFile | None:
+        return self._attached.pop(file_id, None)
