@@ -238,6 +238,9 @@ class Filesystem:
                      flags: int) -> None:
         self._writable()
         await self._replace.rename(old_parent, old_name, new_parent, new_name, flags)
+        # As after unlink: the folder it left stays, even if that emptied it (`mv d/f .`
+        # leaves d, as on any filesystem; a folder made of filenames would vanish).
+        self._keep_folder((*self._t.folder(old_parent), old_name))
 
     # ---- files ---------------------------------------------------------------------------
 
