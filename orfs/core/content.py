@@ -31,6 +31,8 @@ Invariants (single trio thread; each numbered step has no ``await`` inside it):
    first class goes before any adopted one, and adopted entries go (oldest first) only
    while adopted bytes alone exceed the limit: open files and downloads in flight may
    pass it for a while, as they always could, but never cost an upload its bytes.
+   An id deleted (through the mount, or elsewhere once the namespace notices) is
+   dropped: at once, or at the last close of the handles that still read it.
 5. A download's file descriptor belongs to its writer's task (``_DirectWriter`` or
    ``_ChunkWriter``), which closes it only after its last write (or fsync) thread
    returned: nothing else closes it, so a worker thread never writes to a reused
@@ -1086,6 +1088,13 @@ class ContentCache:
             entry.dropped = True
         else:
             self._forget(entry)
+
+    def deleted_elsewhere(self, file_id: str) -> None:
+        """``file_id`` no longer exists remotely: its bytes go now, or at the last close
+        of the handles that still read it (they keep reading what is present; what is
+        still downloading keeps arriving while the server sends it)."""
+        if file_id in self._entries:
+            self.drop(file_id)
 
     def _forget(self, entry: _Entry) -> None:
         """Take ``entry`` out of the cache: index, disk, memory; stop its download."""

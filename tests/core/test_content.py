@@ -931,3 +931,58 @@ async def test_an_index_without_the_class_column_is_migrated(tmp_path: Path) -> 
         assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     finally:
         db.close()
+
+
+async def test_a_download_deleted_elsewhere_serves_what_arrived_then_eio(
+        tmp_path: Path) -> None:
+    data, other = blob(MiB), blob(MiB, seed=3)
+    client = FakeClient({"f": data, "g": other})
+    client.gate = gate = Gate()
+    client.fail_at["f"] = [256 * KiB]  # the stream breaks there, after the delete
+    client.error = lambda: Unreachable("connection reset")
+    async with running(tmp_path, client) as (cache, _):
+        h = await cache.open(remote("f", len(data)))
+        g = await cache.open(remote("g", len(other)))
+        gate.allow(2)
+        with trio.fail_after(5):
+            assert await h.read(0, 128 * KiB) == data[:128 * KiB]
+        del client.blobs["f"]           # deleted by another client...
+        cache.deleted_elsewhere("f")    # ...and the mount noticed
+        gate.allow(1000)
+        with trio.fail_after(10), pytest.raises(ContentUnavailable) as info:
+            await h.read(256 * KiB, 128 * KiB)  # the resume is 404: no more bytes
+        assert info.value.errno == errno.EIO
+        # What arrived before is still served, to this handle; other files are unharmed.
+        assert await h.read(0, 256 * KiB) == data[:256 * KiB]
+        with trio.fail_after(10):
+            assert await read_all(g) == other
+        assert client.calls[-1] == ("f", 256 * KiB)
+        h.close()
+        g.close()
+        await settle(cache)
+        assert not cache.is_cached("f") and cache.is_cached("g")
+        assert os.listdir(tmp_path / "partial") == []
+        assert cache.usage()[0] == len(other)
+
+
+async def test_a_download_deleted_elsewhere_that_still_streams_is_read_to_its_end(
+        tmp_path: Path) -> None:
+    data = blob(MiB)
+    client = FakeClient({"f": data})
+    client.gate = gate = Gate()
+    async with running(tmp_path, client) as (cache, _):
+        h = await cache.open(remote("f", len(data)))
+        gate.allow(2)
+        with trio.fail_after(5):
+            assert await h.read(0, 128 * KiB) == data[:128 * KiB]
+        cache.deleted_elsewhere("f")  # the server goes on sending what it started
+        gate.allow(1000)
+        with trio.fail_after(10):
+            assert await read_all(h) == data
+        await settle(cache)
+        assert not cache.is_cached("f")  # never installed: the id is gone
+        h.close()
+        assert os.listdir(tmp_path / "partial") == []
+        assert os.listdir(tmp_path / "content") == []
+        assert cache.usage()[0] == 0
+        assert cache.statistics()["entries"] == 0
