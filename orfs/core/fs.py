@@ -40,8 +40,8 @@ from pathlib import Path
 import trio
 
 from orfs.core import status
+from orfs.core.cache import ContentCache, ContentUnavailable
 from orfs.core.closing import Closer
-from orfs.core.content import ContentCache, ContentUnavailable
 from orfs.core.errors import (
     AccessDenied,
     Exists,

@@ -27,7 +27,7 @@ from orfs.api.errors import ApiError, Forbidden, NotFound, Unauthorized
 from orfs.api.models import RemoteFile
 from orfs.api.upload import UploadBody
 from orfs.core import names
-from orfs.core.content import CacheHandle, ContentCache, ContentUnavailable
+from orfs.core.cache import CacheHandle, ContentCache, ContentUnavailable
 from orfs.core.errors import (
     AccessDenied,
     CoreError,

@@ -12,7 +12,7 @@ import trio
 from starlette.applications import Starlette
 
 from orfs.core import errors as ce
-from orfs.core.content import disk_name
+from orfs.core.cache import disk_name
 from orfs.core.inodes import ROOT_INODE
 from orfs.emulator.store import Scope
 from tests.core.harness import Env, env_fixture, output

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from orfs.core.content import disk_name
+from orfs.core.cache import disk_name
 from tests.mount.conftest import FUSE_OK  # noqa: F401  (fails, never skips, under CI)
 from tests.mounting import Mount
 from tests.reliability.conftest import MiB, Rig, wait_for
