@@ -40,8 +40,8 @@ from pathlib import Path
 import trio
 
 from orfs.core import status
+from orfs.core.cache import ContentCache, ContentUnavailable
 from orfs.core.closing import Closer
-from orfs.core.content import ContentCache, ContentUnavailable
 from orfs.core.errors import (
     AccessDenied,
     Exists,
@@ -92,7 +92,8 @@ class Filesystem:
                  stream_uploads: bool = True, temp_grace: float = 2.0) -> None:
         self.read_only = read_only
         self._info = dict(info or {})
-        self.ns = Namespace(client, ttl=dir_cache_ttl, clock=clock)
+        self.ns = Namespace(client, ttl=dir_cache_ttl, clock=clock,
+                            on_gone=content.deleted_elsewhere)
         self._t = Tables(client, content, state, self.ns)
         self.inodes = self._t.inodes
         # Streamed uploads of sequential writers; run by `streams.run`.
@@ -301,7 +302,7 @@ class Filesystem:
             cache = await self._t.content.open(rf)
         except ContentUnavailable as exc:
             raise content_error(exc) from exc
-        return self._t.new_fh(ReadHandle(cache))
+        return self._t.new_fh(ReadHandle(cache, rf))
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._t.handles.get(fh)

@@ -73,8 +73,12 @@ class Namespace:
     """Index of remote files + local overlay -> a tree of display names."""
 
     def __init__(self, client: Lister, *, ttl: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_gone: Callable[[str], None] | None = None) -> None:
         self._client = client
+        # Told of each id found deleted elsewhere (a 404, or absent from a new listing),
+        # so the content cache can let go of its bytes once no handle reads them.
+        self._on_gone = on_gone
         self._ttl = ttl
         self._clock = clock
         self._files: dict[str, RemoteFile] = {}
@@ -185,6 +189,7 @@ class Namespace:
             changes, self._in_flight_changes = self._in_flight_changes, None
         for change in changes:
             change(files)
+        gone = self._files.keys() - files.keys() if self._on_gone is not None else ()
         self._files = files
         self._refreshed.clear()  # every file is as fresh as the listing now
         self._listed_at = self._clock()
@@ -193,6 +198,13 @@ class Namespace:
             self._built = builder  # it saw exactly `files`
         self._api_answered()
         log.debug("listed %d files", len(files))
+        for file_id in gone:
+            self._gone_elsewhere(file_id)
+
+    def _gone_elsewhere(self, file_id: str) -> None:
+        log.debug("file %s was deleted elsewhere", file_id)
+        if self._on_gone is not None:
+            self._on_gone(file_id)
 
     # ---- changes ---------------------------------------------------------------------
 
@@ -265,8 +277,10 @@ class Namespace:
         try:
             fetched = await self._client.retrieve(file_id)
         except NotFound:
-            self.remove(file_id)
+            known = self.remove(file_id) is not None
             self._api_answered()
+            if known:
+                self._gone_elsewhere(file_id)
             return None
         except ApiError as exc:
             self._api_failed(exc)

@@ -24,7 +24,7 @@ import trio
 
 from orfs.api.models import RemoteFile
 from orfs.config import MAX_FILE_SIZE
-from orfs.core.content import CacheHandle, ContentUnavailable
+from orfs.core.cache import CacheHandle, ContentUnavailable
 from orfs.core.errors import (
     CoreError,
     Exists,

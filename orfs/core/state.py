@@ -2,7 +2,7 @@
 
 One SQLite database, ``root/state.db`` (WAL, 0600, in a 0700 directory), holds:
 
-- the content index of :class:`orfs.core.content.ContentCache` (size, complete flag,
+- the content index of :class:`orfs.core.cache.ContentCache` (size, complete flag,
   last access and whether the bytes were adopted from an upload, per file id);
 - per-file attribute overrides (chmod and utimens, which the API cannot store);
 - the upload journal, so pending uploads survive a crash;

@@ -27,7 +27,7 @@ from orfs.api.errors import ApiError, Forbidden, NotFound, Unauthorized
 from orfs.api.models import RemoteFile
 from orfs.api.upload import UploadBody
 from orfs.core import names
-from orfs.core.content import CacheHandle, ContentCache, ContentUnavailable
+from orfs.core.cache import CacheHandle, ContentCache, ContentUnavailable
 from orfs.core.errors import (
     AccessDenied,
     CoreError,
@@ -98,9 +98,13 @@ class FsStats:
 
 @dataclasses.dataclass(eq=False)
 class ReadHandle:
-    """An uploaded file open for reading: its bytes come through the content cache."""
+    """An uploaded file open for reading: its bytes come through the content cache.
+
+    ``record`` is the file as it was at the open: if the file is deleted elsewhere
+    while this handle is open, the handle still has attributes (nlink 0) to show."""
 
     cache: CacheHandle
+    record: RemoteFile
 
 
 @dataclasses.dataclass(eq=False)
@@ -274,11 +278,20 @@ class Tables:
         with api_errors("retrieve"):
             rf = await self.ns.fresh_record(key.id)
         if rf is None:
-            gone = self.gone.get(key.id)
+            gone = self.gone.get(key.id) or self.open_record(key.id)
             if gone is None:
                 raise NoEntry(key.id)
             return self.file_attrs(ino, gone, nlink=0)
         return self.file_attrs(ino, rf)
+
+    def open_record(self, file_id: str) -> RemoteFile | None:
+        """The record of a file some handle still reads (deleted elsewhere since it
+        opened): the kernel asks for its attributes before reads, and an open file stays
+        readable. Scans the handles, but only for a file that is gone."""
+        for handle in self.handles.values():
+            if isinstance(handle, ReadHandle) and handle.record.id == file_id:
+                return handle.record
+        return None
 
     def entry_attrs(self, ino: Inode, key: Key) -> Attributes:
         """Attributes from memory only (readdir: the listing is fresh)."""

@@ -60,7 +60,7 @@ from orfs.api.retry import upload_may_have_applied
 from orfs.api.upload import UploadBody, UploadSizeMismatch
 from orfs.config import MAX_FILE_SIZE
 from orfs.core import names
-from orfs.core.content import unlink_quietly
+from orfs.core.cache import unlink_quietly
 from orfs.core.errors import (
     AccessDenied,
     CoreError,

@@ -26,7 +26,7 @@ from orfs.api.credentials import ENV_VAR, ApiKey, ApiKeyError, read_api_key
 from orfs.api.errors import ApiError, Forbidden, Unauthorized, Unreachable
 from orfs.api.retry import INTERACTIVE_RETRY
 from orfs.config import MountConfig
-from orfs.core.content import ContentCache
+from orfs.core.cache import ContentCache
 from orfs.core.fs import Filesystem
 from orfs.core.state import State, make_private_dir
 from orfs.fuse.ops import Operations

@@ -25,7 +25,7 @@ import trio
 from starlette.applications import Starlette
 
 from orfs.api.client import FilesClient
-from orfs.core.content import ContentCache
+from orfs.core.cache import ContentCache
 from orfs.core.fs import Filesystem
 from orfs.core.inodes import ROOT_INODE
 from orfs.core.state import State

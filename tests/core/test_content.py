@@ -19,8 +19,14 @@ import trio.testing
 
 from orfs.api.errors import ApiError, BadRequest, NotFound, ProtocolError, Unreachable
 from orfs.api.models import RemoteFile
-from orfs.core import content
-from orfs.core.content import CacheHandle, ContentCache, ContentUnavailable, disk_name
+from orfs.core.cache import (
+    CacheHandle,
+    ContentCache,
+    ContentUnavailable,
+    buffers,
+    disk_name,
+    writers,
+)
 from orfs.core.state import State
 
 KiB = 1024
@@ -32,10 +38,10 @@ CHUNK = 64 * KiB
 def write_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs with chunks written as they come and with direct writes through
     the ring of buffers (which must really be in use where the test runs)."""
-    monkeypatch.setattr(content, "DIRECT_WRITES", request.param == "direct")
+    monkeypatch.setattr(writers, "DIRECT_WRITES", request.param == "direct")
     if request.param == "direct":
         # Small buffers, so that a test's few MiB go round the ring many times.
-        monkeypatch.setattr(content, "BUFFER_SIZE", 64 * KiB)
+        monkeypatch.setattr(buffers, "BUFFER_SIZE", 64 * KiB)
 
 
 def blob(size: int, seed: int = 0) -> bytes:
@@ -235,7 +241,7 @@ async def test_a_reader_is_answered_before_the_rest_of_a_big_chunk_is_written(
             nursery.start_soon(first_read)
             await trio.testing.wait_all_tasks_blocked()
             gate.allow(1)
-        if content.DIRECT_WRITES:
+        if writers.DIRECT_WRITES:
             # Copied into the ring and readable from it at once: nothing to split.
             assert arrived_when_answered
         else:
@@ -252,8 +258,8 @@ async def test_direct_writes_serve_the_ring_and_the_file_alike(
     # With direct writes, the newest bytes are read from the ring and older ones from
     # the file; a range across the boundary is joined; every byte is right, and the
     # ring's buffers go back to the pool once the file is whole and the handle closed.
-    monkeypatch.setattr(content, "DIRECT_WRITES", True)  # whatever the module's mode
-    monkeypatch.setattr(content, "BUFFER_SIZE", 64 * KiB)
+    monkeypatch.setattr(writers, "DIRECT_WRITES", True)  # whatever the module's mode
+    monkeypatch.setattr(buffers, "BUFFER_SIZE", 64 * KiB)
     data = blob(2 * MiB + 1234)
     client = FakeClient({"f": data})
     client.gate = gate = Gate()
@@ -265,7 +271,7 @@ async def test_direct_writes_serve_the_ring_and_the_file_alike(
         with trio.fail_after(5):
             await dl.wait_for(20 * CHUNK)
         ring = dl.memory
-        assert isinstance(ring, content._DirectWriter)  # O_DIRECT works here
+        assert isinstance(ring, writers.DirectWriter)  # O_DIRECT works here
         start = ring.memory_start
         assert 0 < start < 20 * CHUNK
         for offset, size in ((0, 128 * KiB), (start - 5000, 10_000), (start, 3000),
@@ -288,9 +294,9 @@ async def test_direct_writes_refused_midway_go_on_as_plain_writes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A filesystem may open with O_DIRECT and then refuse the writes (EINVAL): the
     # download goes on with plain writes of the same buffers and loses nothing.
-    monkeypatch.setattr(content, "DIRECT_WRITES", True)
-    monkeypatch.setattr(content, "BUFFER_SIZE", 64 * KiB)
-    real = content._pwritev_all
+    monkeypatch.setattr(writers, "DIRECT_WRITES", True)
+    monkeypatch.setattr(buffers, "BUFFER_SIZE", 64 * KiB)
+    real = writers._pwritev_all
     refused: list[int] = []
 
     def pwritev(fd: int, views: list[memoryview], offset: int) -> None:
@@ -299,7 +305,7 @@ async def test_direct_writes_refused_midway_go_on_as_plain_writes(
             raise OSError(errno.EINVAL, "Invalid argument")
         real(fd, views, offset)
 
-    monkeypatch.setattr(content, "_pwritev_all", pwritev)
+    monkeypatch.setattr(writers, "_pwritev_all", pwritev)
     data = blob(MiB + 777)
     async with running(tmp_path, FakeClient({"f": data})) as (cache, _):
         handle = await cache.open(remote("f", len(data)))
@@ -318,9 +324,9 @@ async def test_past_the_ring_limit_downloads_write_plainly(
     # However many files are read at once, ring memory stays bounded: past RINGS_MAX
     # downloads in flight, the next ones write as they come, and every byte is right;
     # a ring given back makes room for the next download.
-    monkeypatch.setattr(content, "DIRECT_WRITES", True)
-    monkeypatch.setattr(content, "BUFFER_SIZE", 64 * KiB)
-    monkeypatch.setattr(content, "RINGS_MAX", 1)
+    monkeypatch.setattr(writers, "DIRECT_WRITES", True)
+    monkeypatch.setattr(buffers, "BUFFER_SIZE", 64 * KiB)
+    monkeypatch.setattr(buffers, "RINGS_MAX", 1)
     blobs = {name: blob(300 * KiB, seed=i) for i, name in enumerate("abc")}
     async with running(tmp_path, FakeClient(blobs)) as (cache, _):
         a = await cache.open(remote("a", len(blobs["a"])))
@@ -328,7 +334,7 @@ async def test_past_the_ring_limit_downloads_write_plainly(
         b = await cache.open(remote("b", len(blobs["b"])))  # keeps it while a is open)
         await trio.testing.wait_all_tasks_blocked()
         assert a._download is not None and b._download is not None
-        assert isinstance(a._download.memory, content._DirectWriter)
+        assert isinstance(a._download.memory, writers.DirectWriter)
         assert b._download.memory is None and b._download.written  # plain writes
         with trio.fail_after(10):
             assert await read_all(a) == blobs["a"]
@@ -339,7 +345,7 @@ async def test_past_the_ring_limit_downloads_write_plainly(
         c = await cache.open(remote("c", len(blobs["c"])))
         await trio.testing.wait_all_tasks_blocked()
         assert c._download is not None
-        assert isinstance(c._download.memory, content._DirectWriter)  # a's ring came back
+        assert isinstance(c._download.memory, writers.DirectWriter)  # a's ring came back
         with trio.fail_after(10):
             assert await read_all(c) == blobs["c"]
         c.close()
@@ -605,7 +611,7 @@ async def test_a_size_mismatch_keeps_what_arrived_and_warns(
 ) -> None:
     data = blob(70 * KiB)
     async with running(tmp_path, FakeClient({"f": data})) as (cache, state):
-        with caplog.at_level(logging.WARNING, logger="orfs.core.content"):
+        with caplog.at_level(logging.WARNING, logger="orfs.core.cache"):
             h = await cache.open(remote("f", 50 * KiB))
             assert await read_all(h) == data
             h.close()
@@ -850,7 +856,7 @@ async def test_adopted_entries_outlive_every_downloadable_one(tmp_path: Path) ->
 
 async def test_adopted_entries_go_last_and_oldest_first_when_they_alone_exceed_the_limit(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="orfs.core.content")
+    caplog.set_level(logging.INFO, logger="orfs.core.cache")
     d0 = blob(100 * KiB, 1)
     ups = {f"a{i}": blob(100 * KiB, 10 + i) for i in range(4)}
     limit = 250 * KiB
@@ -931,3 +937,58 @@ async def test_an_index_without_the_class_column_is_migrated(tmp_path: Path) -> 
         assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     finally:
         db.close()
+
+
+async def test_a_download_deleted_elsewhere_serves_what_arrived_then_eio(
+        tmp_path: Path) -> None:
+    data, other = blob(MiB), blob(MiB, seed=3)
+    client = FakeClient({"f": data, "g": other})
+    client.gate = gate = Gate()
+    client.fail_at["f"] = [256 * KiB]  # the stream breaks there, after the delete
+    client.error = lambda: Unreachable("connection reset")
+    async with running(tmp_path, client) as (cache, _):
+        h = await cache.open(remote("f", len(data)))
+        g = await cache.open(remote("g", len(other)))
+        gate.allow(2)
+        with trio.fail_after(5):
+            assert await h.read(0, 128 * KiB) == data[:128 * KiB]
+        del client.blobs["f"]           # deleted by another client...
+        cache.deleted_elsewhere("f")    # ...and the mount noticed
+        gate.allow(1000)
+        with trio.fail_after(10), pytest.raises(ContentUnavailable) as info:
+            await h.read(256 * KiB, 128 * KiB)  # the resume is 404: no more bytes
+        assert info.value.errno == errno.EIO
+        # What arrived before is still served, to this handle; other files are unharmed.
+        assert await h.read(0, 256 * KiB) == data[:256 * KiB]
+        with trio.fail_after(10):
+            assert await read_all(g) == other
+        assert client.calls[-1] == ("f", 256 * KiB)
+        h.close()
+        g.close()
+        await settle(cache)
+        assert not cache.is_cached("f") and cache.is_cached("g")
+        assert os.listdir(tmp_path / "partial") == []
+        assert cache.usage()[0] == len(other)
+
+
+async def test_a_download_deleted_elsewhere_that_still_streams_is_read_to_its_end(
+        tmp_path: Path) -> None:
+    data = blob(MiB)
+    client = FakeClient({"f": data})
+    client.gate = gate = Gate()
+    async with running(tmp_path, client) as (cache, _):
+        h = await cache.open(remote("f", len(data)))
+        gate.allow(2)
+        with trio.fail_after(5):
+            assert await h.read(0, 128 * KiB) == data[:128 * KiB]
+        cache.deleted_elsewhere("f")  # the server goes on sending what it started
+        gate.allow(1000)
+        with trio.fail_after(10):
+            assert await read_all(h) == data
+        await settle(cache)
+        assert not cache.is_cached("f")  # never installed: the id is gone
+        h.close()
+        assert os.listdir(tmp_path / "partial") == []
+        assert os.listdir(tmp_path / "content") == []
+        assert cache.usage()[0] == 0
+        assert cache.statistics()["entries"] == 0

@@ -1,0 +1,129 @@
+"""Downloads in flight: each one's progress and the readers waiting on it, and the table
+of those whose bytes are still in ``partial/``.
+
+Invariant (one trio thread): a download wakes its waiters after each chunk only when the
+smallest waited-for end has arrived (a heap peek per chunk), and wakes all of them when
+it finishes or fails, so no reader can hang on a dead download.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from orfs.core.cache.errors import ContentUnavailable
+
+
+class RingMemory(Protocol):
+    """The newest bytes of a download held in memory (`writers.DirectWriter`)."""
+
+    def read(self, fd: int, offset: int, size: int) -> bytes: ...
+
+    def release(self) -> None: ...
+
+
+class Download:
+    """One streamed download into a temporary file, and the readers waiting on it."""
+
+    __slots__ = ("temp_path", "arrived", "finished", "error", "cancel_scope", "_waiters",
+                 "_seq", "woke", "memory", "readers", "written")
+
+    def __init__(self, temp_path: Path) -> None:
+        self.temp_path = temp_path
+        self.arrived = 0  # bytes written to temp_path, contiguous from 0
+        self.finished = False  # no more bytes will arrive (success or failure)
+        self.error: ContentUnavailable | None = None
+        self.cancel_scope = trio.CancelScope()
+        self._waiters: list[tuple[int, int, trio.Event]] = []  # heap by wanted end
+        self._seq = 0
+        self.woke = False  # advance woke a reader since the downloader last looked
+        # Direct writes: the ring that holds the newest bytes (see DirectWriter), until
+        # the file has every byte and no handle reads it; None otherwise.
+        self.memory: RingMemory | None = None
+        self.readers = 0  # handles that read through this download
+        self.written = False  # every byte is in the file (the writer closed it)
+
+    def release(self) -> None:
+        """The handle of a reader closed, or the writer finished: once both are true,
+        the ring's buffers go back to the pool."""
+        if self.memory is not None and self.written and self.readers == 0:
+            self.memory.release()
+            self.memory = None
+
+    def advance(self, n: int) -> None:
+        """Called by the downloader after each chunk: cheap unless a waiter is due."""
+        self.arrived += n
+        w = self._waiters
+        if w and w[0][0] <= self.arrived:
+            while w and w[0][0] <= self.arrived:
+                heapq.heappop(w)[2].set()
+            self.woke = True
+
+    def finish(self, error: ContentUnavailable | None) -> None:
+        self.finished = True
+        self.error = error
+        for _, _, event in self._waiters:
+            event.set()
+        self._waiters.clear()
+
+    def first_due(self, n: int) -> int:
+        """How many of the next ``n`` bytes complete the range the first waiting reader
+        wants, if fewer than ``n`` do (else 0): write those first, and it can reply
+        before the rest of the chunk is written."""
+        w = self._waiters
+        if w:
+            k = w[0][0] - self.arrived
+            if 0 < k < n:
+                return k
+        return 0
+
+    async def wait_for(self, end: int) -> None:
+        """Return once ``end`` bytes have arrived or the download finished."""
+        if self.finished or self.arrived >= end:
+            await trio.lowlevel.checkpoint()
+            return
+        event = trio.Event()
+        self._seq += 1
+        heapq.heappush(self._waiters, (end, self._seq, event))
+        await event.wait()
+
+
+async def let_readers_reply(download: Download) -> None:
+    """If the last write woke readers, let them reply before more is received and
+    written (~1 ms a MiB): trio runs a batch of tasks in either order, so yield twice
+    to come after them."""
+    if download.woke:
+        download.woke = False
+        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint()
+
+
+class InFlight:
+    """The downloads whose bytes are in ``partial/``: running, or finished and not yet
+    moved into ``content/``. They count against the disk budget."""
+
+    def __init__(self) -> None:
+        self._downloads: set[Download] = set()
+
+    def add(self, download: Download) -> None:
+        self._downloads.add(download)
+
+    def discard(self, download: Download) -> None:
+        self._downloads.discard(download)
+
+    def arrived(self) -> int:
+        """Bytes on disk in ``partial/``."""
+        return sum(d.arrived for d in self._downloads)
+
+    def running(self) -> int:
+        return sum(1 for d in self._downloads if not d.finished)
+
+    def __len__(self) -> int:
+        return len(self._downloads)
+
+    def __iter__(self) -> Iterator[Download]:
+        return iter(self._downloads)
