@@ -200,3 +200,47 @@ def test_every_difference_is_documented() -> None:
         assert re.sub(r"\*", "", linux) == _name(c.linux), c.id
         assert re.sub(r"\*", "", orfs) == _name(c.mount), c.id
     assert all(c.syscall == "" for c in CASES if c.linux == c.mount)
+
+
+def _tick() -> None:
+    time.sleep(0.02)  # past the coarse clock's tick, so a change shows (not a speed test)
+
+
+def _times_change(d: Path) -> None:
+    """ctime on write, truncate, chmod, utimens, rename; a folder's mtime and ctime on
+    entries added and removed; true on tmpfs and on the mount alike."""
+    f = d / "f"
+    f.write_bytes(b"one")
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("write", lambda: f.open("ab").write(b"two")),
+        ("truncate", lambda: os.truncate(f, 1)),
+        ("chmod", lambda: os.chmod(f, 0o600)),
+        ("utimens", lambda: os.utime(f, ns=(5, 5))),
+    ]
+    for what, step in steps:
+        before = os.stat(f).st_ctime_ns
+        _tick()
+        step()
+        assert os.stat(f).st_ctime_ns > before, what
+    before = os.stat(d)
+    _tick()
+    (d / "g").write_bytes(b"x")
+    after = os.stat(d)
+    assert after.st_mtime_ns > before.st_mtime_ns and after.st_ctime_ns > before.st_ctime_ns
+    _tick()
+    os.unlink(d / "g")
+    assert os.stat(d).st_mtime_ns > after.st_mtime_ns
+    before_f = os.stat(f).st_ctime_ns
+    _tick()
+    os.rename(f, d / "h")
+    assert os.stat(d / "h").st_ctime_ns > before_f
+
+
+def test_times_change_on_tmpfs(shm: Path) -> None:
+    _times_change(shm)
+
+
+def test_times_change_on_the_mount(mnt: Mount) -> None:
+    d = mnt.path / "posix-times"
+    d.mkdir()
+    _times_change(d)
