@@ -33,9 +33,11 @@ Concurrency invariants (one trio thread, many handler tasks):
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import trio
 
@@ -48,6 +50,7 @@ from orfs.core.errors import (
     InvalidArgument,
     IOFailure,
     IsADirectory,
+    NameTooLong,
     NoAttribute,
     NoEntry,
     NotADirectory,
@@ -57,6 +60,7 @@ from orfs.core.errors import (
 )
 from orfs.core.inodes import ByIdKey, DirKey, FileHandle, FileKey, Inode, LocalKey
 from orfs.core.local import INTERRUPTED, LocalFile
+from orfs.core.names import NAME_MAX
 from orfs.core.namespace import Namespace
 from orfs.core.replace import RENAME_EXCHANGE, RENAME_NOREPLACE, Replacer
 from orfs.core.state import State
@@ -120,6 +124,11 @@ class Filesystem:
 
     async def lookup(self, parent: int, name: str) -> Attributes:
         """The entry name in parent; adds one kernel reference to its inode."""
+        if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            # No name here is longer (longer remote names are shown shortened), and the
+            # kernel looks a name up before create, mkdir, rename, symlink, link and
+            # mknod: so each of them answers ENAMETOOLONG, as on a local filesystem.
+            raise NameTooLong(name[:40] + "...")
         if name == ".":
             key = self._t.key(parent)
         elif name == "..":
@@ -181,7 +190,8 @@ class Filesystem:
         self._t.handles.pop(fh, None)
 
     async def mkdir(self, parent: int, name: str, mode: int) -> Attributes:
-        """A local folder (no request: the API has no folders); mode is not kept."""
+        """A local folder (no request: the API has no folders); its mode is kept for the
+        mount's life."""
         self._writable()
         folder = self._t.folder(parent)
         check_name(name)
@@ -189,9 +199,14 @@ class Filesystem:
             raise Exists(name)
         path = (*folder, name)
         self.ns.add_local_folder(path)
-        ino = self.inodes.inode_for(DirKey(path))
+        self._t.folders.pop(path, None)  # a folder removed before under this name
+        self._t.folder_meta(path).mode = stat.S_IMODE(mode)
+        self._t.folder_changed(path)
+        self._t.folder_changed(folder)
+        key = DirKey(path)
+        ino = self.inodes.inode_for(key)
         self.inodes.remember(ino)
-        return self._t.dir_attrs(ino)
+        return self._t.dir_attrs(ino, key)
 
     async def rmdir(self, parent: int, name: str) -> None:
         self._writable()
@@ -205,6 +220,8 @@ class Filesystem:
             raise NotEmpty(name)
         self.ns.remove_local_folder(key.path)
         self.inodes.unbind(key)
+        self._t.folders.pop(key.path, None)
+        self._t.folder_changed(key.path[:-1])
 
     async def unlink(self, parent: int, name: str) -> None:
         self._writable()
@@ -218,6 +235,7 @@ class Filesystem:
         if isinstance(key, LocalKey):
             local = self._t.locals[key.serial]
             self._keep_folder(local.path)
+            self._t.folder_changed(local.path[:-1])
             replaces = local.replaces
             self._files.drop(local)
             if replaces is not None:
@@ -228,6 +246,8 @@ class Filesystem:
         if path is not None:
             self._keep_folder(path)
         await self._t.delete_remote(key.id)
+        if path is not None:
+            self._t.folder_changed(path[:-1])
 
     def _keep_folder(self, path: tuple[str, ...]) -> None:
         """A folder the user saw stays (as local) when its last file goes, so `rm -r`
@@ -238,10 +258,32 @@ class Filesystem:
     async def rename(self, old_parent: int, old_name: str, new_parent: int, new_name: str,
                      flags: int) -> None:
         self._writable()
+        old_folder, new_folder = self._t.folder(old_parent), self._t.folder(new_parent)
         await self._replace.rename(old_parent, old_name, new_parent, new_name, flags)
         # As after unlink: the folder it left stays, even if that emptied it (`mv d/f .`
         # leaves d, as on any filesystem; a folder made of filenames would vanish).
-        self._keep_folder((*self._t.folder(old_parent), old_name))
+        self._keep_folder((*old_folder, old_name))
+        # The renamed entry's ctime and both folders' mtime and ctime change, as on a
+        # local filesystem (a file renamed by re-upload has a new id: its ctime is new).
+        moved = self.ns.child(new_folder, new_name)
+        if isinstance(moved, LocalKey):
+            local = self._t.locals.get(moved.serial)
+            if local is not None:
+                local.changed_ns = time.time_ns()
+        elif isinstance(moved, DirKey):
+            self._t.folder_meta(moved.path).ctime_ns = time.time_ns()
+        self._t.folder_changed(old_folder)
+        self._t.folder_changed(new_folder)
+
+    async def refuse_special(self, parent: int, name: str, what: str) -> NoReturn:
+        """symlink, link, and mknod of anything but a regular file: EPERM, after what
+        Linux checks first (the name's length, then whether it exists: EEXIST)."""
+        self._t.folder(parent)
+        check_name(name)
+        if await self._t.resolve(parent, name) is not None:
+            raise Exists(name)
+        self._writable()
+        raise NotPermitted(f"{what} {name!r}: the service stores regular files only")
 
     # ---- files ---------------------------------------------------------------------------
 
@@ -261,6 +303,7 @@ class Filesystem:
             self.inodes.remember(attrs.ino)
             return fh, attrs
         local = self._files.new((*folder, name), mode, replaces=None)
+        self._t.folder_changed(folder)
         ino = self.inodes.inode_for(LocalKey(local.serial))
         fh = self._files.open_handle(local, flags)
         self.inodes.remember(ino)
@@ -340,15 +383,30 @@ class Filesystem:
         key = self._t.key(ino)
         if size is not None or mode is not None or atime_ns is not None or mtime_ns is not None:
             self._writable()
+        changes = mode is not None or mtime_ns is not None or atime_ns is not None
         if isinstance(key, (DirKey, ByIdKey)):
             if size is not None:
                 raise IsADirectory(f"inode {ino}")
-            return self._t.dir_attrs(inode)  # folders have no stored attributes: accepted
+            if isinstance(key, DirKey) and changes:
+                # Kept in memory for the mount's life (the API has no folders).
+                meta = self._t.folder_meta(key.path)
+                if mode is not None:
+                    meta.mode = mode & 0o7777
+                if mtime_ns is not None:
+                    meta.mtime_ns = mtime_ns
+                if atime_ns is not None:
+                    meta.atime_ns = atime_ns
+                meta.ctime_ns = time.time_ns()
+            elif changes:
+                raise NotPermitted(".by-id has no attributes to change")
+            return self._t.dir_attrs(inode, key)
         perm = None if mode is None else mode & 0o7777
         local = self._t.local_of(key)
         if local is not None and not local.unlinked:
             if size is not None and size != local.size:
-                self._files.resize(local, size)
+                self._files.resize(local, size)  # a change of the bytes: mtime and ctime
+            if changes:
+                local.changed_ns = time.time_ns()
             if perm is not None:
                 local.mode = perm
                 local.mode_set = True
@@ -368,7 +426,8 @@ class Filesystem:
             await self._replace.truncate_remote(inode, rf, size)  # a rewrite
             return await self.setattr(ino, mode=mode, atime_ns=atime_ns, mtime_ns=mtime_ns,
                                       fh=fh)
-        if mode is not None or mtime_ns is not None or atime_ns is not None:
+        if changes:
+            self._t.ctimes[rf.id] = time.time_ns()
             self._t.state.set_override(rf.id, mode=perm, mtime_ns=mtime_ns, atime_ns=atime_ns)
         return self._t.file_attrs(inode, rf)
 

@@ -42,6 +42,7 @@ class LocalFile:
     mode_set: bool = False           # chmod'ed (or created with a non-default mode)
     size: int = 0
     modified_ns: int = 0
+    changed_ns: int = 0              # the last chmod, utimensat or rename (ctime)
     atime_set: int | None = None     # utimens
     mtime_set: int | None = None
     replaces: str | None = None      # remote id to delete once uploaded

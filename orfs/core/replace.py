@@ -32,6 +32,8 @@ from orfs.core.errors import (
     InvalidArgument,
     IsADirectory,
     NoEntry,
+    NotADirectory,
+    NotEmpty,
     NotPermitted,
 )
 from orfs.core.inodes import ByIdKey, DirKey, FileHandle, FileKey, Inode, Key, LocalKey
@@ -146,10 +148,28 @@ class Replacer:
             self._t.state.journal_update(local.journal_key, filename=raw_filename(new_path),
                                          replaces=local.replaces)
             return
+        if isinstance(src, DirKey):
+            # What Linux checks before the move itself: a folder replaces only an
+            # empty folder.
+            if isinstance(dst, (FileKey, LocalKey)):
+                raise NotADirectory(new_name)
+            if isinstance(dst, DirKey) and self._t.ns.children(dst.path):
+                raise NotEmpty(new_name)
+            if isinstance(dst, ByIdKey):
+                raise NotPermitted(".by-id cannot be replaced")
         if (isinstance(src, DirKey) and self._t.ns.is_local_folder(src.path)
-                and not self._t.ns.children(src.path) and dst is None):
+                and not self._t.ns.children(src.path)
+                and (dst is None or (isinstance(dst, DirKey)
+                                     and self._t.ns.is_local_folder(dst.path)))):
+            if isinstance(dst, DirKey):  # an empty local folder: replaced
+                self._t.ns.remove_local_folder(dst.path)
+                self._t.inodes.unbind(dst)
+                self._t.folders.pop(dst.path, None)
             self._t.ns.remove_local_folder(src.path)
             self._t.ns.add_local_folder(new_path)
+            meta = self._t.folders.pop(src.path, None)
+            if meta is not None:
+                self._t.folders[new_path] = meta
             ino = self._t.inodes.existing(src)
             if ino is not None:
                 self._t.inodes.rebind(ino, DirKey(new_path))

@@ -96,6 +96,17 @@ class FsStats:
     namemax: int
 
 
+@dataclasses.dataclass(slots=True)
+class FolderMeta:
+    """What chmod, utimensat and changes of entries made to a folder (the API has no
+    folders to store them on: kept for the mount's life)."""
+
+    mode: int       # permission bits
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+
+
 @dataclasses.dataclass(eq=False)
 class ReadHandle:
     """An uploaded file open for reading: its bytes come through the content cache.
@@ -180,6 +191,10 @@ class Tables:
         # Local files, and uploaded ones still open; changed only by writes.LocalFiles.
         self.locals = LocalTable()
         self.gone: dict[str, RemoteFile] = {}       # deleted here, inode maybe still held
+        # Status changes the API cannot store, for the mount's life: an uploaded file's
+        # ctime after chmod/utimensat here (id -> ns), a folder's mode and times.
+        self.ctimes: dict[str, int] = {}
+        self.folders: dict[tuple[str, ...], FolderMeta] = {}
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
 
@@ -241,15 +256,32 @@ class Tables:
 
     # ---- attributes ------------------------------------------------------------------
 
-    def dir_attrs(self, ino: Inode) -> Attributes:
-        t = self.started_ns
-        return Attributes(ino, stat.S_IFDIR | 0o755, 2, self.uid, self.gid, 0, t, t, t)
+    def dir_attrs(self, ino: Inode, key: Key) -> Attributes:
+        meta = self.folders.get(key.path) if isinstance(key, DirKey) else None
+        if meta is None:
+            t = self.started_ns
+            return Attributes(ino, stat.S_IFDIR | 0o755, 2, self.uid, self.gid, 0, t, t, t)
+        return Attributes(ino, stat.S_IFDIR | meta.mode, 2, self.uid, self.gid, 0,
+                          meta.atime_ns, meta.mtime_ns, meta.ctime_ns)
+
+    def folder_meta(self, path: tuple[str, ...]) -> FolderMeta:
+        meta = self.folders.get(path)
+        if meta is None:
+            t = self.started_ns
+            meta = self.folders[path] = FolderMeta(0o755, t, t, t)
+        return meta
+
+    def folder_changed(self, path: tuple[str, ...]) -> None:
+        """An entry was added to or removed from the folder through the mount."""
+        meta = self.folder_meta(path)
+        meta.mtime_ns = meta.ctime_ns = time.time_ns()
 
     def local_attrs(self, ino: Inode, local: LocalFile) -> Attributes:
         mtime = local.mtime_set if local.mtime_set is not None else local.modified_ns
         atime = local.atime_set if local.atime_set is not None else mtime
+        ctime = max(local.created_ns, local.modified_ns, local.changed_ns)
         return Attributes(ino, stat.S_IFREG | (local.mode & 0o7777), 1, self.uid, self.gid,
-                          local.size, atime, mtime, local.created_ns)
+                          local.size, atime, mtime, ctime)
 
     def file_attrs(self, ino: Inode, rf: RemoteFile, nlink: int = 1) -> Attributes:
         created = ns_time(rf.created_at)
@@ -264,12 +296,13 @@ class Tables:
             atime = ov.atime_ns if ov.atime_ns is not None else mtime
         if not readable:
             perm &= ~0o444  # the API will not serve it: never claim it can be read
+        ctime = max(created, self.ctimes.get(rf.id, 0))
         return Attributes(ino, stat.S_IFREG | perm, nlink, self.uid, self.gid, rf.size,
-                          atime, mtime, created)
+                          atime, mtime, ctime)
 
     async def attrs(self, ino: Inode, key: Key) -> Attributes:
         if isinstance(key, (DirKey, ByIdKey)):
-            return self.dir_attrs(ino)
+            return self.dir_attrs(ino, key)
         if isinstance(key, LocalKey):
             local = self.locals.get(key.serial)
             if local is None:
@@ -299,12 +332,12 @@ class Tables:
             rf = self.ns.record(key.id)
             if rf is not None:
                 return self.file_attrs(ino, rf)
-            return self.dir_attrs(ino)  # unreachable in practice; never raise in readdir
+            return self.dir_attrs(ino, key)  # unreachable in practice; never raise in readdir
         if isinstance(key, LocalKey):
             local = self.locals.get(key.serial)
             if local is not None:
                 return self.local_attrs(ino, local)
-        return self.dir_attrs(ino)
+        return self.dir_attrs(ino, key)
 
     # ---- deleting ----------------------------------------------------------------------
 
@@ -317,4 +350,5 @@ class Tables:
             self.gone[file_id] = rf
         self.content.drop(file_id)
         self.state.drop_override(file_id)
+        self.ctimes.pop(file_id, None)
 

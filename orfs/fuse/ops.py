@@ -210,12 +210,18 @@ class Operations(pyfuse3.Operations):
     @handler
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EPERM)
+        if not stat.S_ISREG(mode):  # fifos, sockets, devices: EEXIST or EPERM
+            await self.fs.refuse_special(parent_inode, _name(name), "mknod")
+        # A regular file (os.mknod's default): an empty file, as create and close make.
+        fh, attrs = await self.fs.create(parent_inode, _name(name), mode & ~ctx.umask,
+                                         os.O_WRONLY | os.O_EXCL)
+        await self.fs.release(fh)
+        return self._entry(attrs)
 
     @handler
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._entry(await self.fs.mkdir(parent_inode, _name(name), mode))
+        return self._entry(await self.fs.mkdir(parent_inode, _name(name), mode & ~ctx.umask))
 
     @handler
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -230,7 +236,7 @@ class Operations(pyfuse3.Operations):
     @handler
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EPERM)
+        await self.fs.refuse_special(parent_inode, _name(name), "symlink")
 
     @handler
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
@@ -244,7 +250,7 @@ class Operations(pyfuse3.Operations):
     @handler
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EPERM)
+        await self.fs.refuse_special(new_parent_inode, _name(new_name), "link")
 
     @handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
