@@ -21,7 +21,7 @@ QUOTA = 10 * 1024**3            # the workspace quota (docs/API.md)
 BLOCK = 4096
 _XATTR_PREFIX = "user.openrouter."
 # The kernel refuses an xattr value over 64 KiB (XATTR_SIZE_MAX) with E2BIG; the status
-# xattr stays below it with room to spare (docs/SEMANTICS.md, "Status").
+# xattr stays below it with room to spare (docs/SEMANTICS.md, "Namespace").
 STATUS_XATTR_MAX = 60 * 1024
 # Lists the xattr keeps at most, newest last, before it is measured.
 _XATTR_LIST_MAX = 100
