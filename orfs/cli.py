@@ -97,17 +97,35 @@ def _cmd_mount(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------- status & friends
 
 
-def read_status(mountpoint: Path) -> dict[str, Any]:
-    """The JSON of the mount root's `user.orfs.status` xattr, or of its `.orfs-status`
-    file (the same JSON, for mounts made with --no-xattr)."""
+class StatusUnreadable(SystemExit):
+    """The mount is there but its status could not be read (not: not an orfs mount)."""
+
+
+def read_status(mountpoint: Path, *, full: bool = True) -> dict[str, Any]:
+    """The mount's status: the root's `user.orfs.status` xattr, or its `.orfs-status`
+    file (the same JSON, whole) for mounts made with --no-xattr, for an xattr too large
+    to read (E2BIG, ERANGE), and, when `full`, for an xattr that says it left entries
+    out (``truncated``). Counts and the pid are always whole in the xattr."""
     try:
         raw = os.getxattr(mountpoint, STATUS_XATTR)
     except OSError as e:
-        if e.errno not in (errno.ENODATA, errno.ENOTSUP):
-            raise SystemExit(
+        if e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.E2BIG, errno.ERANGE):
+            raise StatusUnreadable(
                 f"orfs: cannot read the status of {mountpoint}: {e.strerror}") from None
-        raw = _status_file(mountpoint)
-    status: dict[str, Any] = json.loads(raw)
+        return _parse(_status_file(mountpoint), mountpoint)
+    status = _parse(raw, mountpoint)
+    if full and status.get("truncated") is True:
+        return _parse(_status_file(mountpoint), mountpoint)
+    return status
+
+
+def _parse(raw: bytes, mountpoint: Path) -> dict[str, Any]:
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        raise StatusUnreadable(f"orfs: the status of {mountpoint} is not JSON") from None
+    if not isinstance(status, dict):
+        raise StatusUnreadable(f"orfs: the status of {mountpoint} is not a JSON object")
     return status
 
 
@@ -118,7 +136,7 @@ def _status_file(mountpoint: Path) -> bytes:
         except FileNotFoundError:
             pass
         except OSError as e:
-            raise SystemExit(
+            raise StatusUnreadable(
                 f"orfs: cannot read the status of {mountpoint}: {e.strerror}") from None
     raise SystemExit(f"orfs: {mountpoint} is not an orfs mount")
 
@@ -146,14 +164,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if status.get("provider"):
         print(f"provider:    {status['provider']}")
     print(f"uploads:     {status.get('pending', 0)} pending, "
-          f"{status.get('uploading', 0)} uploading, {len(failed)} failed")
+          f"{status.get('uploading', 0)} uploading, "
+          f"{status.get('failed_count', len(failed))} failed")
     for f in failed:
         print(f"  failed: {f.get('path')}: {f.get('error')}")
     print(f"cache:       {_human(cache.get('used', 0))} of {_human(cache.get('limit', 0))}")
     requests = status.get("requests", {})
     if requests:
         print("requests:    " + ", ".join(f"{k} {v}" for k, v in sorted(requests.items())))
-    print(f"errors:      {len(errors)} in the last hour")
+    print(f"errors:      {status.get('errors_count', len(errors))} in the last hour")
     for e in errors[-5:]:
         print(f"  {_error_line(e)}")
     return 1 if failed else 0
@@ -170,7 +189,7 @@ def _error_line(e: Any) -> str:
 
 
 def _cmd_refresh(args: argparse.Namespace) -> int:
-    status = read_status(Path(args.mountpoint))
+    status = read_status(Path(args.mountpoint), full=False)
     pid = status.get("pid")
     if not isinstance(pid, int):
         raise SystemExit("orfs: this mount does not say which process serves it")
@@ -184,11 +203,23 @@ def _cmd_unmount(args: argparse.Namespace) -> int:
     pid: int | None = None
     while True:
         try:
-            status = read_status(mountpoint)
+            status = read_status(mountpoint, full=False)
+        except StatusUnreadable as e:
+            # The mount is there but says nothing: its uploads may be in flight. Ask
+            # again until the timeout, then refuse (never unmount blind).
+            if _serving_process_gone(mountpoint):
+                break  # nothing serves it (ENOTCONN): no upload can be in flight
+            if time.monotonic() > deadline:
+                print(f"{e.code}\norfs: not unmounting {mountpoint}: its uploads cannot "
+                      f"be checked after {args.timeout:.0f} s (fusermount3 -u unmounts "
+                      "anyway; journaled uploads resume at the next mount)", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+            continue
         except SystemExit:
-            break  # not (or no longer) a live orfs mount: just unmount
+            break  # not (or no longer) an orfs mount: just unmount
         pid = status.get("pid") if isinstance(status.get("pid"), int) else None
-        busy = int(status.get("pending", 0)) + int(status.get("uploading", 0))
+        busy = _count(status.get("pending")) + _count(status.get("uploading"))
         if busy == 0:
             break
         if time.monotonic() > deadline:
@@ -209,6 +240,19 @@ def _cmd_unmount(args: argparse.Namespace) -> int:
         while time.monotonic() < end and _running(pid):
             time.sleep(0.1)
     return 0
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _serving_process_gone(mountpoint: Path) -> bool:
+    """A FUSE mount whose process died answers ENOTCONN to everything."""
+    try:
+        os.stat(mountpoint)
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False
 
 
 def _running(pid: int) -> bool:

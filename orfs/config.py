@@ -36,6 +36,7 @@ GROUPS = {
               "OPENROUTER_API_KEY or --api-key-file, never from the command line.",
     "cache": "Where bytes and listings are kept, and for how long.",
     "logging": "What orfs says and where.",
+    "api": "How long orfs waits for an API that does not answer (tests shorten these).",
 }
 
 
@@ -129,6 +130,16 @@ class MountConfig:
              "stops sending xattr requests, a round trip fewer per file for tools that "
              "list every file's xattrs (cp -a or rsync -X out of the mount); orfs status "
              "reads MOUNTPOINT/.orfs-status instead")
+    retry_budget: float = _opt(
+        20.0, "--retry-budget", group="api", parse=parse_seconds, metavar="SECONDS",
+        help="how long an upload is retried; lists, retrieves, deletes and download "
+             "opens retry for half of it and give up after all of it "
+             "(default: %(default)s)")
+    api_down_window: float = _opt(
+        5.0, "--api-down-window", group="api", parse=parse_seconds, metavar="SECONDS",
+        help="after the API failed, how long what needs it fails at once instead of "
+             "waiting out its retries again; the first request that succeeds ends it "
+             "(default: %(default)s)")
     foreground: bool = _opt(
         False, "-f", "--foreground", group="logging",
         help="stay in the foreground and log to stderr (default: return once mounted)")

@@ -119,6 +119,8 @@ class FilesClient:
         # mount passes retry.INTERACTIVE_RETRY (a shorter budget and a hard deadline).
         self._read_retry = read_retry or self._retry
         self._counts: collections.Counter[str] = collections.Counter()
+        # Called after every successful answer (the mount ends its "API down" window).
+        self.on_success: Callable[[], object] | None = None
 
     def __repr__(self) -> str:
         return (f"FilesClient({self._base!r}, workspace={self.workspace!r}, "
@@ -171,6 +173,8 @@ class FilesClient:
             self._log(request, type(exc).__name__, 0, t0)
             raise error_for_transport(exc, what=what) from None
         if response.is_success:
+            if self.on_success is not None:
+                self.on_success()
             return request, response, t0
         try:
             body = await _read_capped(response, ERROR_BODY_LIMIT)
@@ -216,6 +220,12 @@ class FilesClient:
     async def check(self) -> None:
         """One cheap request (a list of one) that proves the key and the URL."""
         page_from_json(await self._json("list", "GET", self._url(), params={"limit": "1"}))
+
+    async def probe(self) -> None:
+        """`check` in one attempt, no retries: is the API answering now?"""
+        request, response, t0 = await self._send("list", "GET", self._url(),
+                                                 params={"limit": "1"})
+        page_from_json(await self._read_json(request, response, t0))
 
     async def list_pages(self, limit: int = 1000) -> AsyncIterator[list[RemoteFile]]:
         """Every page of the listing, following cursor / after / after_id, one request

@@ -51,7 +51,7 @@ import trio
 from orfs.api.errors import ApiError, HttpStatusError, ProtocolError, Unreachable
 
 __all__ = ["IDEMPOTENT_RETRY_STATUSES", "INTERACTIVE_RETRY", "UPLOAD_RETRY_STATUSES",
-           "RetryPolicy", "RetryState", "is_retryable", "parse_retry_after",
+           "RetryPolicy", "RetryState", "is_retryable", "parse_retry_after", "policies",
            "upload_may_have_applied"]
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,12 @@ class RetryPolicy:
 # give up sooner than an upload would. Worst case: 10 s of retries, and 20 s in all
 # even when every attempt hangs until its timeout (see docs/RELIABILITY.md).
 INTERACTIVE_RETRY = RetryPolicy(total=10.0, deadline=20.0)
+
+
+def policies(budget: float) -> tuple[RetryPolicy, RetryPolicy]:
+    """(uploads, interactive) for a retry budget; 20 s gives the defaults above."""
+    return (RetryPolicy(total=budget),
+            dataclasses.replace(INTERACTIVE_RETRY, total=budget / 2, deadline=budget))
 
 
 class RetryState:

@@ -41,6 +41,7 @@ from typing import NoReturn
 
 import trio
 
+from orfs.api.errors import Unreachable
 from orfs.core import status
 from orfs.core.cache import ContentCache, ContentUnavailable
 from orfs.core.closing import Closer
@@ -61,7 +62,7 @@ from orfs.core.errors import (
 from orfs.core.inodes import ByIdKey, DirKey, FileHandle, FileKey, Inode, LocalKey
 from orfs.core.local import INTERRUPTED, LocalFile
 from orfs.core.names import NAME_MAX
-from orfs.core.namespace import Namespace
+from orfs.core.namespace import API_DOWN_BACKOFF, Namespace
 from orfs.core.replace import RENAME_EXCHANGE, RENAME_NOREPLACE, Replacer
 from orfs.core.state import State
 from orfs.core.streaming import UploadStreams
@@ -93,11 +94,14 @@ class Filesystem:
                  staging_dir: Path, dir_cache_ttl: float = 10.0, read_only: bool = False,
                  info: Mapping[str, object] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 stream_uploads: bool = True, temp_grace: float = 2.0) -> None:
+                 stream_uploads: bool = True, temp_grace: float = 2.0,
+                 api_down_window: float = API_DOWN_BACKOFF) -> None:
         self.read_only = read_only
         self._info = dict(info or {})
         self.ns = Namespace(client, ttl=dir_cache_ttl, clock=clock,
-                            on_gone=content.deleted_elsewhere)
+                            on_gone=content.deleted_elsewhere,
+                            down_window=api_down_window)
+        client.on_success = self.ns.api_answered  # any success ends an "API down" window
         self._t = Tables(client, content, state, self.ns)
         self.inodes = self._t.inodes
         # Streamed uploads of sequential writers; run by `streams.run`.
@@ -338,9 +342,13 @@ class Filesystem:
         if not self._t.readable(rf):
             raise AccessDenied(f"{rf.filename}: the API does not serve uploaded files")
         if self.ns.api_down() and not self._t.content.is_cached(rf.id):
-            # Known down (docs/RELIABILITY.md): fail now, not after a download's retries.
-            raise IOFailure(f"{rf.filename}: the API is not answering and its bytes are "
-                            "not cached")
+            # Known down (docs/RELIABILITY.md): fail now, not after a download's retries
+            # (unless a probe finds the API back).
+            try:
+                await self.ns.raise_if_down()
+            except Unreachable:
+                raise IOFailure(f"{rf.filename}: the API is not answering and its bytes "
+                                "are not cached") from None
         try:
             cache = await self._t.content.open(rf)
         except ContentUnavailable as exc:

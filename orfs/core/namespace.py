@@ -55,6 +55,11 @@ NEGATIVE_TTL = 1.0
 # last attributes (so cached bytes stay readable) and a stale listing fails at once
 # with EIO, instead of every lookup waiting out its own retries. docs/RELIABILITY.md.
 API_DOWN_BACKOFF = 5.0
+# Within that window, one operation that needs the API at most this often sends one
+# probe (a list of one file, one attempt, at most PROBE_TIMEOUT s) instead of failing
+# at once; the probe, like any request of the client that succeeds, ends the window.
+PROBE_INTERVAL = 1.0
+PROBE_TIMEOUT = 2.0
 # Answers that say something about the request, not about the API's health.
 _ANSWERS = (NotFound, BadRequest, Unauthorized, Forbidden, PayloadTooLarge)
 # Prune expired refresh times when their dict reaches this size (or twice what was
@@ -68,14 +73,18 @@ class Lister(Protocol):
 
     async def retrieve(self, file_id: str) -> RemoteFile: ...
 
+    async def probe(self) -> None: ...
+
 
 class Namespace:
     """Index of remote files + local overlay -> a tree of display names."""
 
     def __init__(self, client: Lister, *, ttl: float,
                  clock: Callable[[], float] = time.monotonic,
-                 on_gone: Callable[[str], None] | None = None) -> None:
+                 on_gone: Callable[[str], None] | None = None,
+                 down_window: float = API_DOWN_BACKOFF) -> None:
         self._client = client
+        self._down_window = down_window
         # Told of each id found deleted elsewhere (a 404, or absent from a new listing),
         # so the content cache can let go of its bytes once no handle reads them.
         self._on_gone = on_gone
@@ -99,6 +108,8 @@ class Namespace:
         self._tree: dict[Path, dict[str, Key]] | None = None
         self._down_until: float | None = None  # see API_DOWN_BACKOFF
         self._down_reason = ""
+        self._probed_at = 0.0
+        self._probing = False
 
     # ---- freshness -------------------------------------------------------------------
 
@@ -139,7 +150,7 @@ class Namespace:
         async with self._list_lock:
             if self.is_fresh():
                 return  # the listing we waited for did it
-            self._raise_if_down()
+            await self.raise_if_down()
             try:
                 await self._relist()
             except ApiError as exc:
@@ -151,7 +162,23 @@ class Namespace:
     def api_down(self) -> bool:
         return self._down_until is not None and self._clock() < self._down_until
 
-    def _raise_if_down(self) -> None:
+    async def raise_if_down(self) -> None:
+        """Unreachable at once while the API is known down, unless a probe, sent at most
+        every PROBE_INTERVAL, finds it answering again (which ends the window)."""
+        if not self.api_down():
+            return
+        now = self._clock()
+        if not self._probing and now - self._probed_at >= PROBE_INTERVAL:
+            self._probing = True
+            self._probed_at = now
+            try:
+                with trio.move_on_after(PROBE_TIMEOUT):
+                    await self._client.probe()
+                    self.api_answered()
+            except ApiError:
+                pass
+            finally:
+                self._probing = False
         if self.api_down():
             assert self._down_until is not None
             raise Unreachable(f"the API is not answering ({self._down_reason}); asking "
@@ -162,11 +189,13 @@ class Namespace:
             return
         if not self.api_down():
             log.warning("the API failed (%s); serving cached attributes, and failing what "
-                        "needs it, for %.0f s", exc, API_DOWN_BACKOFF)
-        self._down_until = self._clock() + API_DOWN_BACKOFF
+                        "needs it, for %.0f s", exc, self._down_window)
+        self._down_until = self._clock() + self._down_window
+        self._probed_at = self._clock()
         self._down_reason = str(exc)
 
-    def _api_answered(self) -> None:
+    def api_answered(self) -> None:
+        """A request succeeded (any: a listing, an upload, a download): the API is up."""
         if self._down_until is not None:
             self._down_until = None
             log.info("the API answers again")
@@ -196,7 +225,7 @@ class Namespace:
         self._dirty()
         if not changes:
             self._built = builder  # it saw exactly `files`
-        self._api_answered()
+        self.api_answered()
         log.debug("listed %d files", len(files))
         for file_id in gone:
             self._gone_elsewhere(file_id)
@@ -278,7 +307,7 @@ class Namespace:
             fetched = await self._client.retrieve(file_id)
         except NotFound:
             known = self.remove(file_id) is not None
-            self._api_answered()
+            self.api_answered()
             if known:
                 self._gone_elsewhere(file_id)
             return None
@@ -289,7 +318,7 @@ class Namespace:
             log.info("retrieve of %s failed (%s); using its last known attributes",
                      file_id, exc)
             return rf
-        self._api_answered()
+        self.api_answered()
         self.insert(fetched)
         return fetched
 

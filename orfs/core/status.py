@@ -3,7 +3,8 @@
 A remote file's ``user.openrouter.*`` xattrs are its API record; a local file's
 ``user.orfs.state`` (and ``user.orfs.error`` when failed) say where its upload is; the
 root's ``user.orfs.status`` is `mount_status` as JSON (`orfs status` reads it; never
-the key). Read-only: the FUSE adapter answers xattr writes itself.
+the key), cut to fit an xattr (`xattr_status`); the root's ``.orfs-status`` file holds it
+whole. Read-only: the FUSE adapter answers xattr writes itself.
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from orfs.core.tables import FsStats, Tables
 QUOTA = 10 * 1024**3            # the workspace quota (docs/API.md)
 BLOCK = 4096
 _XATTR_PREFIX = "user.openrouter."
+# The kernel refuses an xattr value over 64 KiB (XATTR_SIZE_MAX) with E2BIG; the status
+# xattr stays below it with room to spare (docs/SEMANTICS.md, "Namespace").
+STATUS_XATTR_MAX = 60 * 1024
+# Lists the xattr keeps at most, newest last, before it is measured.
+_XATTR_LIST_MAX = 100
+_LISTS = ("failed", "errors_last_hour")
 
 
 async def xattrs(tables: Tables, ino: int, info: Mapping[str, object]) -> dict[str, bytes]:
     key = tables.key(ino)
     if key == DirKey(()):
-        return {STATUS_XATTR: json.dumps(mount_status(tables, info)).encode()}
+        return {STATUS_XATTR: xattr_status(mount_status(tables, info))}
     local = tables.locals.get(key.serial) if isinstance(key, LocalKey) else None
     if local is not None:
         out = {"user.orfs.state": local.state.encode()}
@@ -57,15 +64,39 @@ def mount_status(tables: Tables, info: Mapping[str, object]) -> dict[str, object
     """The root's user.orfs.status (never the key)."""
     live = [lf for lf in tables.locals if not lf.unlinked and lf.remote is None]
     used, limit = tables.content.usage()
+    failed = [{"path": "/".join(lf.path), "error": lf.error or ""}
+              for lf in live if lf.state == "failed"]
+    errors = [{"time": t, "message": m} for t, m in tables.state.recent_errors(3600)]
     return {
         "pending": sum(1 for lf in live if lf.state == "pending" and lf.size > 0),
         "uploading": sum(1 for lf in live if lf.state == "uploading"),
-        "failed": [{"path": "/".join(lf.path), "error": lf.error or ""}
-                   for lf in live if lf.state == "failed"],
+        "failed": failed,
+        "failed_count": len(failed),
         "local": len(live),
         "cache": {"used": used, "limit": limit},
         "requests": tables.client.stats(),
-        "errors_last_hour": [{"time": t, "message": m}
-                             for t, m in tables.state.recent_errors(3600)],
+        "errors_last_hour": errors,
+        "errors_count": len(errors),
+        "truncated": False,
         **info,
     }
+
+
+def xattr_status(full: Mapping[str, object]) -> bytes:
+    """`full` as the root's xattr: every count, and as many of the newest entries of
+    each list as fit in `STATUS_XATTR_MAX`; ``truncated`` says whether any were left
+    out (the ``.orfs-status`` file has them all)."""
+    raw = json.dumps(full).encode()
+    if len(raw) <= STATUS_XATTR_MAX:
+        return raw
+    keep = _XATTR_LIST_MAX
+    while True:
+        cut = dict(full, truncated=True)
+        for name in _LISTS:
+            entries = full.get(name)
+            if isinstance(entries, list):
+                cut[name] = entries[len(entries) - keep:] if keep else []
+        raw = json.dumps(cut).encode()
+        if len(raw) <= STATUS_XATTR_MAX or keep == 0:
+            return raw  # with no entries left, the counts alone are far below the limit
+        keep //= 2

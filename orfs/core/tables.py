@@ -64,6 +64,10 @@ class FilesApi(Protocol):
 
     def stats(self) -> dict[str, int]: ...
 
+    async def probe(self) -> None: ...
+
+    on_success: Callable[[], object] | None
+
 
 class Attributes(NamedTuple):
     """What stat shows of an inode. A named tuple: `ls -l` builds one per file, and a

@@ -24,7 +24,7 @@ import trio
 from orfs.api.client import FilesClient
 from orfs.api.credentials import ENV_VAR, ApiKey, ApiKeyError, read_api_key
 from orfs.api.errors import ApiError, Forbidden, Unauthorized, Unreachable
-from orfs.api.retry import INTERACTIVE_RETRY
+from orfs.api.retry import policies
 from orfs.config import MountConfig
 from orfs.core.cache import ContentCache
 from orfs.core.fs import Filesystem
@@ -109,10 +109,11 @@ def _serve(config: MountConfig, mountpoint: Path, key: ApiKey, notify_fd: int | 
 async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
                 notify_fd: int | None) -> None:
     tune_http_reads()  # larger socket reads for downloads (tuning.py)
+    upload_retry, read_retry = policies(config.retry_budget)
     try:
         client = FilesClient(config.api_base, key, workspace=config.workspace,
                              provider=config.provider, chunked_upload=config.chunked_upload,
-                             read_retry=INTERACTIVE_RETRY)
+                             retry=upload_retry, read_retry=read_retry)
     except ValueError as exc:
         raise MountError(str(exc)) from None
     try:
@@ -127,7 +128,8 @@ async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
         fs = Filesystem(client, content, state, staging_dir=root / "staging",
                         dir_cache_ttl=config.dir_cache_ttl, read_only=config.read_only,
                         info=info, stream_uploads=config.chunked_upload,
-                        temp_grace=config.temp_grace)
+                        temp_grace=config.temp_grace,
+                        api_down_window=config.api_down_window)
         todo = fs.restore_journal()
         ops = Operations(fs, kernel_ttl=config.kernel_ttl, xattrs=config.xattrs)
         options = {"fsname=orfs", "subtype=orfs", "default_permissions"}

@@ -30,7 +30,7 @@ from orfs.api.retry import RetryPolicy
 from orfs.core import errors as ce
 from orfs.core.fs import INTERRUPTED
 from orfs.core.inodes import ROOT_INODE, FileKey
-from orfs.core.namespace import API_DOWN_BACKOFF
+from orfs.core.namespace import API_DOWN_BACKOFF, PROBE_INTERVAL
 from orfs.core.state import JournalEntry, State
 from orfs.emulator.store import Scope
 from orfs.fuse.ops import Operations
@@ -445,3 +445,31 @@ async def test_api_down_cached_reads_work_stale_listing_fails_fast_then_recovers
     await env.write_file("new.csv", data)
     assert "the API answers again" in caplog.text
     assert json.dumps(env.fs.status())            # status still renders
+
+
+async def test_the_api_down_window_ends_at_the_first_request_that_succeeds(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    data = b"a,b\n1,2\n"
+    env.faults.down()
+    env.clock.now += 11
+    with pytest.raises(ce.IOFailure):
+        await env.fs.opendir(ROOT_INODE)          # opens the window
+    assert env.fs.ns.api_down()
+    env.faults.down(False)                        # the API is back, the window still open
+    # A create within the window, once the last probe is PROBE_INTERVAL old: its name
+    # check probes the API, which answers: the window ends and the create works.
+    env.clock.now += PROBE_INTERVAL
+    await env.write_file("new.csv", data)
+    assert not env.fs.ns.api_down()
+    assert await env.read_all("new.csv") == data
+    # Any request that succeeds ends it too: here a delete, with no probe needed.
+    env.faults.down()
+    env.clock.now += 11
+    with pytest.raises(ce.IOFailure):
+        await env.fs.opendir(ROOT_INODE)
+    assert env.fs.ns.api_down()
+    env.faults.down(False)
+    await env.fs.unlink(ROOT_INODE, "new.csv")    # known name: one DELETE, no listing
+    assert not env.fs.ns.api_down()
+    assert "the API answers again" in caplog.text

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from orfs.core.namespace import API_DOWN_BACKOFF
+from orfs.core.namespace import PROBE_INTERVAL
 from tests.mount.conftest import FUSE_OK  # noqa: F401  (fails, never skips, under CI)
 from tests.reliability.conftest import MiB, Rig, status, wait_for
 
 pytestmark = pytest.mark.fuse
+
+DOWN_WINDOW = 3.0  # --api-down-window of the API-down test (production: 5 s)
 
 
 def text_bytes(rng: random.Random, n: int, tag: str) -> bytes:
@@ -97,7 +99,9 @@ def test_200_copies_in_and_200_outputs_out_under_500s_429s_and_latency(
 def test_api_down_fails_in_bounded_time_cached_reads_work_and_it_recovers(
         rig: Rig, tmp_path: Path) -> None:
     emu = rig.emulator(fixed_port=True)
-    m = rig.mount(emu, "--dir-cache-ttl", "2")
+    # Test knobs: retries give up within 4 s, not 20, and the window lasts 3 s, not 5.
+    m = rig.mount(emu, "--dir-cache-ttl", "2", "--retry-budget", "4",
+                  "--api-down-window", str(DOWN_WINDOW))
     m.output("cached.csv", b"a,b\n1,2\n")
     m.output("uncached.csv", b"c,d\n3,4\n")
     time.sleep(2.1)
@@ -122,7 +126,7 @@ def test_api_down_fails_in_bounded_time_cached_reads_work_and_it_recovers(
     assert r.returncode != 0 and b"Input/output error" in r.stderr, r
     r = timed("cp in", "cp", local, m.path / "new.csv")
     assert r.returncode != 0 and b"Input/output error" in r.stderr, r
-    time.sleep(API_DOWN_BACKOFF + 0.5)    # the next ones probe the API again
+    time.sleep(DOWN_WINDOW + 0.5)         # the next ones probe the API again
     r = timed("ls (2nd probe)", "ls", m.path)
     assert r.returncode != 0
     r = timed("cat uncached (2nd probe)", "cat", m.path / "uncached.csv")
@@ -132,6 +136,11 @@ def test_api_down_fails_in_bounded_time_cached_reads_work_and_it_recovers(
     assert status(m.path)["pending"] == 0
     emu.start()                           # back, on the same port; no remount
     t_back = time.monotonic()
+    # Creating a file works at once (one probe interval after the last failure): the
+    # window ends at the first request that succeeds, not 5 s later.
+    time.sleep(PROBE_INTERVAL)
+    r = run("cp", local, m.path / "first.csv")
+    assert r.returncode == 0, r
     wait_for(lambda: run("ls", m.path).returncode == 0, 30, "ls to work again")
     recovered = time.monotonic() - t_back
     assert run("cat", m.path / "uncached.csv").stdout == b"c,d\n3,4\n"
