@@ -311,11 +311,11 @@ class MountProcess:
         try:
             ready = wait_mounted(self.path, self.proc, timeout)
         except BaseException:  # also Ctrl-C: nothing may stay mounted or running
-            self.stop()
+            MountProcess.stop(self)
             raise
         if not ready:
             code = self.proc.poll()
-            self.stop()
+            MountProcess.stop(self)  # the failure to report is this one, not a subclass's
             what = (f"exited with {code} before mounting" if code is not None
                     else f"was not mounted within {timeout}s")
             raise ProcessError(f"{self.name} {what}:\n{self.tail()}")
