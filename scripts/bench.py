@@ -38,6 +38,9 @@ from typing import Any
 
 import httpx
 
+from orfs.mountinfo import is_listed
+from orfs.testing.processes import EmulatorProcess, MountProcess, ProcessError, unmount
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 MiB = 1 << 20
@@ -241,31 +244,6 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join([line for line in text if line.strip()][-lines:])
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int | None:
-    """Wait for a process that was asked to finish; then terminate, then kill, by PID."""
-    for step in (None, proc.terminate, proc.kill):
-        if step is not None:
-            with contextlib.suppress(ProcessLookupError):
-                step()
-        try:
-            return proc.wait(timeout=grace if step is None else 5.0)
-        except subprocess.TimeoutExpired:
-            continue
-    return None
-
-
-def unmount(mountpoint: Path) -> None:
-    """`fusermount3 -u`, retried briefly, then lazily (`-u -z`) if still busy."""
-    for attempt in range(5):
-        if not os.path.ismount(mountpoint):
-            return
-        done = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True)
-        if done.returncode == 0:
-            return
-        time.sleep(0.2 * (attempt + 1))
-    subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
-
-
 def peak_rss_mib(pid: int) -> float | None:
     """VmHWM (the process's peak resident set) in MiB, while it still runs."""
     try:
@@ -277,83 +255,59 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
-class Mount:
-    """A FUSE mount served by a child process (orfs or rclone), torn down on exit."""
+class Mount(MountProcess):
+    """A FUSE mount served by a child process (orfs or rclone), torn down on exit: the
+    harness's mount runner (orfs.testing.processes), keeping the server's peak RSS."""
 
     def __init__(self, argv: list[str], mountpoint: Path, log: Path,
                  env: dict[str, str] | None = None) -> None:
-        self.argv, self.mountpoint, self.log, self.env = argv, mountpoint, log, env
-        self.name = "orfs mount" if "orfs" in argv else Path(argv[0]).name
-        self.proc: subprocess.Popen[bytes] | None = None
+        # A session of its own: Ctrl-C reaches the benchmark, which unmounts first. A
+        # mount that a tool just left may be busy for a moment: retry before -z.
+        super().__init__(argv, mountpoint, log, env=env, new_session=True, unmount_retries=4)
         self.peak_rss: float | None = None
 
-    def __enter__(self) -> Mount:
-        self.mountpoint.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as log:
-            # A session of its own: Ctrl-C reaches the benchmark, which unmounts first.
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=log, env=self.env, start_new_session=True)
-        try:
-            self._wait_mounted(self.proc)
-        except BaseException:  # also Ctrl-C: nothing may stay mounted or running
-            self.__exit__()
-            raise
-        return self
+    @property
+    def name(self) -> str:
+        return "orfs mount" if "orfs" in self.argv else Path(self.argv[0]).name
 
-    def _wait_mounted(self, proc: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + MOUNT_TIMEOUT
-        while not os.path.ismount(self.mountpoint):
-            if proc.poll() is not None:
-                raise BenchError(f"{self.name} exited {proc.returncode} before mounting:"
-                                 f" {tail(self.log, 1)}\n{tail(self.log)}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.name} not mounted after {MOUNT_TIMEOUT:.0f} s:"
-                                 f" {tail(self.log, 1)}\n{tail(self.log)}")
-            time.sleep(0.02)
+    def __enter__(self) -> Mount:
+        try:
+            self.start(MOUNT_TIMEOUT)
+        except ProcessError as e:
+            raise BenchError(f"{str(e).splitlines()[0]} {tail(self.log_path, 1)}\n"
+                             f"{tail(self.log_path)}") from None
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is None:
             return
         self.peak_rss = peak_rss_mib(self.proc.pid)
-        try:
-            unmount(self.mountpoint)
-        finally:
-            stop_process(self.proc)
-            self.proc = None
+        self.stop()
+        if problems := self.problems():
+            print(f"  warning: {'; '.join(problems)}:\n{tail(self.log_path)}", flush=True)
 
 
 class Emulator:
-    """`python -m orfs.emulator` on loopback, and an httpx client for the baselines."""
+    """`python -m orfs.emulator` on loopback (the harness's emulator runner), and an
+    httpx client for the baselines."""
 
     def __init__(self, work: Path, name: str, key: str, extra: list[str]) -> None:
         self.dir = work / f"emulator-{name}"
         self.dir.mkdir()
-        self.log = self.dir / "log"
-        self.key = key
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [PYTHON, "-m", "orfs.emulator", "--host", "127.0.0.1", "--port", "0",
-                 "--data-dir", str(self.dir / "data"), "--api-key", key, *extra],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        self.url = ""
-        deadline = time.monotonic() + 30
-        while not self.url:
-            for line in self.log.read_text(errors="replace").splitlines():
-                if line.startswith("orfs emulator listening on "):
-                    self.url = line.split(" on ", 1)[1].strip()
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise BenchError(f"the emulator did not start:\n{tail(self.log)}")
-            time.sleep(0.05)
+        self.process = EmulatorProcess(self.dir / "data", api_key=key, extra_args=extra,
+                                       log_path=self.dir / "log", new_session=True)
+        try:
+            self.process.start(30.0)
+        except ProcessError as e:
+            raise BenchError(f"the emulator did not start: {e}") from None
+        self.url = self.process.url
         self.client = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {key}"},
             timeout=httpx.Timeout(120.0), limits=httpx.Limits(max_connections=32))
 
     def close(self) -> None:
-        with contextlib.suppress(AttributeError):
-            self.client.close()
-        self.proc.send_signal(signal.SIGTERM)
-        stop_process(self.proc)
+        self.client.close()
+        self.process.stop()
 
     # hooks
 
@@ -916,9 +870,9 @@ def run_group(group: Group) -> None:
 def remove_work_dir(work: Path) -> None:
     """Delete the work directory, never through a mount that is somehow still there."""
     for entry in work.iterdir():
-        if os.path.ismount(entry):
+        if is_listed(entry):  # a dead mount too
             unmount(entry)
-        if os.path.ismount(entry):
+        if is_listed(entry):
             print(f"bench: {entry} is still mounted; leaving {work} in place", file=sys.stderr)
             return
     shutil.rmtree(work, ignore_errors=True)

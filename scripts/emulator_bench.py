@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """How fast the emulator itself is: the ceiling of every baseline of scripts/bench.py.
 
-Starts `python -m orfs.emulator` on loopback (port 0, a temporary data directory,
-stopped by PID at the end) and measures, with httpx as scripts/bench.py uses it:
+Starts `python -m orfs.emulator` on loopback (orfs.testing.processes: port 0, a
+temporary data directory, stopped by PID at the end) and measures, with httpx as
+scripts/bench.py uses it:
 
 - uploads of 100 MiB: a plain CSV, a CSV of quoted fields, a PNG-headed binary;
 - a 100 MiB download streamed to nowhere;
@@ -19,16 +20,15 @@ import argparse
 import base64
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+
+from orfs.testing.processes import EmulatorProcess, ProcessError
 
 MiB = 1 << 20
 KEY = "emulator-bench-key"
@@ -64,34 +64,21 @@ def write_png_headed(path: Path, size: int) -> None:
 
 
 class Emulator:
+    """The emulator process (orfs.testing.processes) and a keep-alive client of it."""
+
     def __init__(self, work: Path) -> None:
-        self.log = work / "emulator.log"
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orfs.emulator", "--host", "127.0.0.1", "--port", "0",
-                 "--data-dir", str(work / "data"), "--api-key", KEY],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode()
-        if "listening on" not in line:
-            self.close()
-            raise SystemExit(f"emulator did not start: {line!r}\n{self.log.read_text()}")
-        self.url = line.split(" on ", 1)[1].strip() + "/"
-        self.client = httpx.Client(base_url=self.url, timeout=300,
-                                   headers={"Authorization": f"Bearer {KEY}"},
-                                   limits=httpx.Limits(max_connections=32))
+        self.process = EmulatorProcess(work / "data", api_key=KEY,
+                                       log_path=work / "emulator.log", new_session=True)
+        try:
+            self.process.start()
+        except ProcessError as e:
+            raise SystemExit(f"emulator did not start: {e}") from None
+        self.client = self.process.client(timeout=300,
+                                          limits=httpx.Limits(max_connections=32))
 
     def close(self) -> None:
-        if hasattr(self, "client"):
-            self.client.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        self.client.close()
+        self.process.stop()
 
 
 def timed_upload(emu: Emulator, path: Path, route: str, ctype: str) -> tuple[float, dict[str, str]]:

@@ -1,6 +1,7 @@
 """Real mounts for the tests: start an orfs mount process, wait for it, always clean up.
 
-One place for what every FUSE test folder needs:
+The processes themselves are run by `orfs.testing.processes` (shared with scripts/);
+this adds what every FUSE test folder needs:
 
 - whether FUSE is usable here (`fuse_missing_reason`; FUSE tests fail, never skip,
   when `in_ci`);
@@ -9,7 +10,9 @@ One place for what every FUSE test folder needs:
 - tearing down: `unmount` (``fusermount3 -u``, then ``-u -z`` if busy) and
   `stop_process` (by PID: wait, SIGTERM, SIGKILL);
 - `Mount`: one ``python -m orfs.fuse MOUNTPOINT -f`` child of the emulator, used by
-  tests/mount and tests/reliability; `mounted` starts one and always stops it.
+  tests/mount and tests/reliability; `mounted` starts one and always stops it. Its
+  `stop` fails the test if the mount exited with an unexpected status (not 0, or not
+  the signal of a `kill` the test sent) or logged a traceback.
 
 tests/ops drives mounts through the installed ``orfs`` command instead (its conftest's
 `Mounts`), with the same helpers underneath. Nothing here checks FUSE at import, so
@@ -21,18 +24,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import EmulatorProcess, new_workspace, read_log
+from orfs.mountinfo import MountEntry, entry_of
+from orfs.mountinfo import is_listed as is_mounted
+from orfs.testing.processes import (
+    MOUNT_TIMEOUT,
+    EmulatorProcess,
+    MountProcess,
+    stop_process,
+    unmount,
+    wait_for,
+    wait_mounted,
+    wait_until,
+)
+from tests.conftest import new_workspace
 
-MOUNT_TIMEOUT = 20.0
+__all__ = ["MOUNT_TIMEOUT", "Mount", "fuse_missing_reason", "in_ci", "is_mounted",
+           "mount_entry", "mounted", "read_status", "stop_process", "unmount", "wait_for",
+           "wait_mounted", "wait_until"]
 
 
 def in_ci() -> bool:
@@ -47,53 +61,10 @@ def fuse_missing_reason() -> str | None:
     return None
 
 
-def _unescape_mountinfo(field: str) -> str:
-    # mountinfo writes space, tab, newline and backslash as \ooo
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mount_entry(path: Path) -> dict[str, str] | None:
+def mount_entry(path: Path) -> MountEntry | None:
     """The /proc/self/mountinfo entry of `path` (also for a dead FUSE mount, which
-    `os.path.ismount` may miss): {"source", "fstype", "options"}."""
-    target = os.path.abspath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            if _unescape_mountinfo(fields[4]) == target:
-                fstype, source, super_opts = (right.split() + ["", "", ""])[:3]
-                found = {"fstype": fstype, "source": _unescape_mountinfo(source),
-                         "options": fields[5] + "," + super_opts}
-    return found  # the last one wins: it is the one on top
-
-
-def is_mounted(path: Path) -> bool:
-    """Listed in /proc/self/mountinfo (true of a dead FUSE mount too)."""
-    return mount_entry(path) is not None
-
-
-def wait_until(predicate: Callable[[], object], timeout: float,
-               interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
-    if not wait_until(pred, timeout, step):
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def wait_mounted(path: Path, proc: subprocess.Popen[Any], timeout: float) -> bool:
-    """Until `path` answers as a mount point (True); False if `proc` exited first or
-    `timeout` passed."""
-    wait_until(lambda: os.path.ismount(path) or proc.poll() is not None, timeout)
-    return proc.poll() is None and os.path.ismount(path)
+    `os.path.ismount` may miss)."""
+    return entry_of(path)
 
 
 def read_status(mnt: Path) -> dict[str, Any]:
@@ -102,41 +73,19 @@ def read_status(mnt: Path) -> dict[str, Any]:
     return status
 
 
-def unmount(path: Path) -> None:
-    """``fusermount3 -u``, then ``-u -z`` if it is still mounted (busy)."""
-    for cmd in (["fusermount3", "-u"], ["fusermount3", "-u", "-z"]):
-        if not is_mounted(path):
-            break
-        subprocess.run([*cmd, str(path)], capture_output=True, timeout=30, check=False)
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """Let it exit for `timeout` seconds, then SIGTERM, then SIGKILL."""
-    if proc.poll() is None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-
-class Mount:
-    """One mount process; ``path`` is the mountpoint, ``workspace`` its workspace id."""
+class Mount(MountProcess):
+    """One ``python -m orfs.fuse MOUNTPOINT -f`` of the emulator; ``path`` is the
+    mountpoint, ``workspace`` its workspace id. `stop` fails the test if the process
+    exited with an unexpected status or logged a traceback."""
 
     def __init__(self, emu: EmulatorProcess, base: Path, *, workspace: str,
                  extra_args: tuple[str, ...] = ()) -> None:
+        super().__init__([], base / "mnt", base / "mount.log")
         self.emu = emu
         self.workspace = workspace
-        self.path = base / "mnt"
         self.cache = base / "cache"
-        self.log_path = base / "mount.log"
         self.path.mkdir(parents=True, exist_ok=True)
         self.extra_args = extra_args
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "orfs.fuse", str(self.path), "-f",
@@ -148,26 +97,22 @@ class Mount:
         env["OPENROUTER_API_KEY"] = api_key or self.emu.api_key
         return env
 
-    def start(self) -> Mount:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, env=self.env())
-        if not wait_mounted(self.path, self.proc, MOUNT_TIMEOUT):
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the mount exited with {self.proc.returncode}:\n"
-                                     f"{self.log()}")
-            self.stop()
-            raise AssertionError(f"not mounted within {MOUNT_TIMEOUT}s:\n{self.log()}")
+    @property
+    def name(self) -> str:
+        return "the mount"
+
+    def start(self, timeout: float = MOUNT_TIMEOUT) -> Mount:
+        super().start(timeout)
         return self
 
-    def log(self) -> str:
-        return read_log(self.log_path)
-
-    def stop(self) -> None:
-        unmount(self.path)
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            stop_process(proc)
+    def stop(self) -> int | None:
+        """Unmount and stop; AssertionError (after both) if the process exited with an
+        unexpected status or logged a traceback."""
+        ran = self.proc is not None
+        code = super().stop()
+        if ran and (problems := self.problems()):
+            raise AssertionError("; ".join(problems) + f"; its log:\n{self.tail()}")
+        return code
 
     # -- helpers for tests -------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from orfs import mountinfo
 from orfs.api.client import FilesClient
 from orfs.api.credentials import ENV_VAR, ApiKey, ApiKeyError, read_api_key
 from orfs.api.errors import ApiError, Forbidden, Unauthorized, Unreachable
@@ -213,28 +214,7 @@ async def _watch_signals(fs: Filesystem) -> None:
 
 def _mounted_here(mountpoint: Path) -> bool:
     """Listed in /proc/self/mountinfo (also true of a dead FUSE mount)."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 4 and _unescape(fields[4]) == str(mountpoint):
-                    return True
-    except OSError:
-        pass
-    return False
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+    return mountinfo.is_listed(mountpoint)
 
 
 def _prepare_mountpoint(mountpoint: Path) -> None:

@@ -22,36 +22,17 @@ from pathlib import Path
 
 import trio
 
+from orfs.mountinfo import MOUNTINFO, entry_of
+
 log = logging.getLogger(__name__)
 
 READ_AHEAD_KB = 1024  # 1 MiB read requests: the largest a FUSE connection takes
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit() and len(field[i + 1:i + 4]) == 3:
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def device_of(mountpoint: Path, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+def device_of(mountpoint: Path, mountinfo: str = MOUNTINFO) -> str | None:
     """``major:minor`` of the newest mount on ``mountpoint``, or None."""
-    found: str | None = None
-    try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 4 and _unescape(fields[4]) == str(mountpoint):
-                    found = fields[2]  # later lines are mounted on top of earlier ones
-    except OSError:
-        return None
-    return found
+    entry = entry_of(mountpoint, mountinfo)
+    return entry.device if entry is not None else None
 
 
 def raise_read_ahead(mountpoint: Path, kb: int = READ_AHEAD_KB,

@@ -43,8 +43,14 @@ def mount_factory(emulator_session: EmulatorProcess, tmp_path: Path
     try:
         yield make
     finally:
+        failures: list[str] = []
         for m in mounts:
-            m.stop()
+            try:
+                m.stop()
+            except AssertionError as e:  # stop the rest first, then fail
+                failures.append(f"{m.path}: {e}")
+        if failures:
+            raise AssertionError("\n".join(failures))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from orfs import mountinfo
+
 from .conftest import (
     MOUNT_ORFS,
     ORFS,
@@ -28,7 +30,9 @@ from .conftest import (
 
 HELPER = Path("/sbin/mount.fuse.orfs")
 
-pytestmark = pytest.mark.fuse
+# One xdist worker for the whole module: the /sbin link is one for the machine, and a
+# test that made it removes it at its end.
+pytestmark = [pytest.mark.fuse, pytest.mark.xdist_group("sbin-mount-helper")]
 
 
 @pytest.fixture
@@ -81,7 +85,7 @@ def test_mount_t_fuse_orfs(mounts: Mounts, helper_link: Path, tmp_path: Path) ->
     _check_live(mnt, name)
     entry = mount_entry(mnt)
     assert entry is not None
-    assert entry["fstype"].startswith("fuse"), entry
+    assert entry.fstype.startswith("fuse"), entry
     u = mounts.unmount(mnt)
     assert u.returncode == 0, u.stderr
     assert not is_mounted(mnt)
@@ -140,9 +144,8 @@ def test_mount_a_twice_mounts_once(mounts: Mounts, helper_link: Path, tmp_path: 
         assert r.returncode == 0, r.stdout + r.stderr
         mounts.track(mnt)
     entry = mount_entry(mnt)
-    assert entry is not None and (entry["source"], entry["fstype"]) == ("orfs", "fuse.orfs")
-    with open("/proc/self/mountinfo") as f:
-        stacked = sum(1 for line in f if line.split()[4] == str(mnt))
+    assert entry is not None and (entry.source, entry.fstype) == ("orfs", "fuse.orfs")
+    stacked = sum(1 for e in mountinfo.read() if e.mountpoint == str(mnt))
     assert stacked == 1, "mount -a mounted orfs a second time over the first"
     _check_live(mnt, name)
     assert mounts.unmount(mnt).returncode == 0

@@ -111,13 +111,21 @@ class Rig:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+        failures: list[str] = []
         for m in reversed(self.mounts):
             proc = m.proc
             if proc is not None and proc.poll() is None and not is_mounted(m.path):
-                proc.send_signal(signal.SIGKILL)
-            m.stop()
+                # Unmounted by the test, yet still serving (say, uploads to an API that
+                # is gone): the test is over, so this exit is not a failure.
+                m.kill(signal.SIGKILL)
+            try:
+                m.stop()
+            except AssertionError as e:  # stop the rest first, then fail
+                failures.append(f"{m.path}: {e}")
         for e in self.emulators:
             e.stop()
+        if failures:
+            raise AssertionError("\n".join(failures))
 
 
 @pytest.fixture

@@ -24,9 +24,7 @@ ORFS = Path(sys.executable).parent / "orfs"
 
 
 def kill9(m: Mount) -> None:
-    assert m.proc is not None
-    m.proc.send_signal(signal.SIGKILL)
-    m.proc.wait(10)
+    m.kill(signal.SIGKILL)
     # What a crash leaves: a dead mount ("Transport endpoint is not connected").
     assert listed(m.path)
     with pytest.raises(OSError) as info:
