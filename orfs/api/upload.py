@@ -21,7 +21,8 @@ Filename encoding (RFC 7578 §4.2): the name is sent as UTF-8 inside a quoted st
 the emulator's parser, and the usual server parsers undo), so those survive exactly;
 control characters (including CR, LF and NUL), which cannot appear in a header line at
 all, are percent-encoded as HTML5 does (``%0A``), which a server does not undo: such a
-name is stored differently, and the filesystem shows the name the service answers with.
+name is stored differently (`stored_name`); the filesystem keeps showing a file it
+created under the name it was created with (docs/SEMANTICS.md, "Namespace").
 No ``filename*`` parameter is sent: RFC 7578 forbids it and python-multipart ignores it.
 Known limit: python-multipart strips what looks like a Windows path from a name that
 starts with ``\\\\`` or ``X:\\`` (an IE6 workaround).
@@ -37,7 +38,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 import trio
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "MultipartUpload", "UploadBody", "UploadSizeMismatch",
-           "encode_filename"]
+           "encode_filename", "stored_name"]
 
 DEFAULT_CHUNK_SIZE = 256 * 1024
 
@@ -52,6 +53,12 @@ def encode_filename(filename: str) -> str:
     """The quoted-string contents for the filename parameter (see module docstring)."""
     escaped = filename.replace("\\", "\\\\").replace('"', '\\"')
     return _CONTROL.sub(lambda m: f"%{ord(m.group(0)):02X}", escaped)
+
+
+def stored_name(filename: str) -> str:
+    """The filename the service receives, and so stores, for an upload of ``filename``:
+    the same, except that control characters arrive percent-encoded (``a%0Ab``)."""
+    return _CONTROL.sub(lambda m: f"%{ord(m.group(0)):02X}", filename)
 
 
 class UploadBody:

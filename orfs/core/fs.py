@@ -77,7 +77,6 @@ from orfs.core.tables import (
     api_errors,
     check_name,
     content_error,
-    raw_filename,
 )
 from orfs.core.upload_policy import HeldUploads
 from orfs.core.writes import LocalFiles
@@ -100,13 +99,14 @@ class Filesystem:
         self._info = dict(info or {})
         self.ns = Namespace(client, ttl=dir_cache_ttl, clock=clock,
                             on_gone=content.deleted_elsewhere,
-                            down_window=api_down_window)
+                            down_window=api_down_window,
+                            created_names=state.created_names)
         client.on_success = self.ns.api_answered  # any success ends an "API down" window
         self._t = Tables(client, content, state, self.ns)
         self.inodes = self._t.inodes
         # Streamed uploads of sequential writers; run by `streams.run`.
         self.streams = UploadStreams(lambda name, body: client.upload(name, body),
-                                     lambda lf: raw_filename(lf.path), enabled=stream_uploads,
+                                     LocalFile.upload_name, enabled=stream_uploads,
                                      allowed=lambda lf: self._held.may_stream(lf))
         self._files = LocalFiles(self._t, self.streams, staging_dir)
         # A closed file with a temporary-looking name waits temp_grace seconds for a

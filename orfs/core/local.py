@@ -20,6 +20,7 @@ from typing import Literal
 import trio
 
 from orfs.api.models import RemoteFile
+from orfs.core import names
 from orfs.core.inodes import FileKey, Key, LocalKey
 from orfs.core.upload_stream import UploadStream
 
@@ -61,6 +62,16 @@ class LocalFile:
     # A copy of an uploaded file opened for writing without O_TRUNC: (the id copied,
     # the generation then). Never written by the last close: the copy is dropped.
     pristine: tuple[str, int] | None = None
+    # The remote filename it uploads as when it takes over a remote file's name (a
+    # rewrite, `cp` over it, a rename onto it): that file's real filename, which a
+    # display-only name (an id form, a shortened name) is not. None: its own path.
+    remote_name: str | None = None
+
+    def upload_name(self) -> str:
+        """The filename its upload sends."""
+        if self.remote_name is not None:
+            return self.remote_name
+        return names.raw_filename(self.path[:-1], self.path[-1])
 
     def close_fd(self) -> None:
         if self.stream is not None:

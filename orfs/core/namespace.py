@@ -21,10 +21,11 @@ Concurrency invariants (one trio thread):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import operator
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 import trio
@@ -82,8 +83,12 @@ class Namespace:
     def __init__(self, client: Lister, *, ttl: float,
                  clock: Callable[[], float] = time.monotonic,
                  on_gone: Callable[[str], None] | None = None,
-                 down_window: float = API_DOWN_BACKOFF) -> None:
+                 down_window: float = API_DOWN_BACKOFF,
+                 created_names: Mapping[str, str] | None = None) -> None:
         self._client = client
+        # id -> the name a file was created with through the mount, where the service
+        # stored another (a name with a control character): shown under the former.
+        self._created_names = created_names if created_names is not None else {}
         self._down_window = down_window
         # Told of each id found deleted elsewhere (a 404, or absent from a new listing),
         # so the content cache can let go of its bytes once no handle reads them.
@@ -208,6 +213,8 @@ class Namespace:
         builder = names.LayoutBuilder()
 
         def add(page: list[RemoteFile]) -> None:
+            if self._created_names:
+                page = [self._as_created(f) for f in page]
             for f in page:
                 files[f.id] = f
             builder.add(page)
@@ -242,8 +249,13 @@ class Namespace:
         self._tree = None
         self._built = None
 
+    def _as_created(self, rf: RemoteFile) -> RemoteFile:
+        name = self._created_names.get(rf.id)
+        return rf if name is None else dataclasses.replace(rf, filename=name)
+
     def insert(self, rf: RemoteFile) -> None:
         """A file now exists (uploaded through the mount, or retrieved)."""
+        rf = self._as_created(rf)
         old = self._files.get(rf.id)
         self._files[rf.id] = rf
         self._mark_refreshed(rf.id)
@@ -320,7 +332,7 @@ class Namespace:
             return rf
         self.api_answered()
         self.insert(fetched)
-        return fetched
+        return self._files[fetched.id]
 
     def layout(self) -> names.Layout:
         if self._layout is None:

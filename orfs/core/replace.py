@@ -44,7 +44,6 @@ from orfs.core.tables import (
     check_name,
     content_error,
     ns_time,
-    raw_filename,
 )
 from orfs.core.upload_policy import HeldUploads
 from orfs.core.writes import LocalFiles
@@ -136,6 +135,7 @@ class Replacer:
             # A file not uploaded yet: renamed for free, in memory and in the journal.
             if isinstance(dst, (DirKey, ByIdKey)):
                 raise IsADirectory(new_name)
+            local.remote_name = self._name_at(dst)
             if isinstance(dst, LocalKey):
                 victim = self._t.locals[dst.serial]
                 local.replaces = victim.replaces
@@ -145,7 +145,7 @@ class Replacer:
             self._t.ns.remove_local_file(local.path, local.serial)
             local.path = new_path
             self._t.ns.add_local_file(new_path, local.serial)
-            self._t.state.journal_update(local.journal_key, filename=raw_filename(new_path),
+            self._t.state.journal_update(local.journal_key, filename=local.upload_name(),
                                          replaces=local.replaces)
             return
         if isinstance(src, DirKey):
@@ -186,6 +186,18 @@ class Replacer:
         log.info("rename %s -> %s: EPERM: %s", "/".join(old_path), "/".join(new_path), why)
         raise NotPermitted(why)
 
+    def _name_at(self, dst: Key | None) -> str | None:
+        """The real remote filename a file renamed onto ``dst`` uploads as: the name of
+        what it replaces there (its display name may be an id form or shortened). None:
+        nothing there, the new path is the name."""
+        if isinstance(dst, FileKey):
+            rf = self._t.ns.record(dst.id)
+            return rf.filename if rf is not None else None
+        if isinstance(dst, LocalKey):
+            victim = self._t.locals.get(dst.serial)
+            return victim.remote_name if victim is not None else None
+        return None
+
     def _upload_due(self, local: LocalFile) -> bool:
         """Closed (for writing) with bytes no upload has sent: a rename must upload it."""
         return (local.dirty and local.size > 0 and not local.unlinked and local.remote is None
@@ -195,21 +207,22 @@ class Replacer:
                                 new_path: tuple[str, ...]) -> None:
         """Upload a closed local file under its new name, then let go of what it replaced.
         If the upload fails nothing moves: the file stays at its old name (failed)."""
-        old_path, old_replaces = local.path, local.replaces
+        old_path, old_replaces, old_name = local.path, local.replaces, local.remote_name
         victim = self._t.locals.get(dst.serial) if isinstance(dst, LocalKey) else None
         target = dst.id if isinstance(dst, FileKey) else (
             victim.replaces if victim is not None else None)
         if local.replaces is None:
             local.replaces = target  # deleted by the upload, as an O_TRUNC replace would be
         self._held.cancel(local)
-        local.path = new_path
+        local.path, local.remote_name = new_path, self._name_at(dst)
         try:
             await self._files.upload(local)
         except CoreError:
             if local.path == new_path:
                 local.path, local.replaces = old_path, old_replaces
+                local.remote_name = old_name
                 self._t.state.journal_update(local.journal_key,
-                                             filename=raw_filename(old_path),
+                                             filename=local.upload_name(),
                                              replaces=old_replaces)
             raise
         self._t.ns.remove_local_file(old_path, local.serial)
@@ -232,6 +245,8 @@ class Replacer:
             raise _not_held(f"rename {'/'.join(old_path)} ->", new_path)
         ov = self._t.state.get_override(rf.id)
         local = await self._stage_copy(rf, new_path)
+        local.remote_name = self._name_at(dst)
+        self._t.state.journal_update(local.journal_key, filename=local.upload_name())
         self._files.seal(local)  # final bytes: after a crash the next mount finishes the rename
         try:
             await self._files.upload(local)

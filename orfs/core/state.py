@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS content (
     atime    REAL NOT NULL,
     adopted  INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS created_names (
+    id       TEXT PRIMARY KEY,
+    filename TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS overrides (
     id       TEXT PRIMARY KEY,
     mode     INTEGER,
@@ -172,6 +176,10 @@ class State:
             # override, and almost none has one (a set lookup instead of a query).
             self._override_ids: set[str] = {
                 r[0] for r in self._db.execute("SELECT id FROM overrides")}
+            # The names files were created with, where the service stored another
+            # (control characters): few, and asked for at every listing.
+            self.created_names: dict[str, str] = dict(
+                self._db.execute("SELECT id, filename FROM created_names").fetchall())
         for suffix in ("-wal", "-shm"):
             side = self.path.with_name(self.path.name + suffix)
             if side.exists() and side.stat().st_mode & 0o077:
@@ -229,6 +237,17 @@ class State:
 
     def content_remove(self, file_id: str) -> None:
         self._run("DELETE FROM content WHERE id = ?", (file_id,))
+
+    # ---- names files were created with ----------------------------------------------
+
+    def set_created_name(self, file_id: str, filename: str) -> None:
+        self._run("INSERT OR REPLACE INTO created_names (id, filename) VALUES (?, ?)",
+                  (file_id, filename))
+        self.created_names[file_id] = filename
+
+    def drop_created_name(self, file_id: str) -> None:
+        if self.created_names.pop(file_id, None) is not None:
+            self._run("DELETE FROM created_names WHERE id = ?", (file_id,))
 
     # ---- attribute overrides -------------------------------------------------------
 

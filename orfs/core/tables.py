@@ -354,5 +354,6 @@ class Tables:
             self.gone[file_id] = rf
         self.content.drop(file_id)
         self.state.drop_override(file_id)
+        self.state.drop_created_name(file_id)
         self.ctimes.pop(file_id, None)
 

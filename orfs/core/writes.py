@@ -57,7 +57,7 @@ from orfs.api.errors import (
 )
 from orfs.api.models import RemoteFile
 from orfs.api.retry import upload_may_have_applied
-from orfs.api.upload import UploadBody, UploadSizeMismatch
+from orfs.api.upload import UploadBody, UploadSizeMismatch, stored_name
 from orfs.config import MAX_FILE_SIZE
 from orfs.core import names
 from orfs.core.cache import unlink_quietly
@@ -74,7 +74,7 @@ from orfs.core.landed import MAX_ROUNDS, ROUNDS_TIME, Attempt, find_landed
 from orfs.core.local import INTERRUPTED, LocalFile, LocalState
 from orfs.core.state import JournalEntry, make_private_dir
 from orfs.core.streaming import UploadStreams
-from orfs.core.tables import LocalHandle, Tables, raw_filename
+from orfs.core.tables import LocalHandle, Tables
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class LocalFiles:
         return serial
 
     def new(self, path: tuple[str, ...], mode: int, replaces: str | None,
-            *, visible: bool = True) -> LocalFile:
+            *, visible: bool = True, remote_name: str | None = None) -> LocalFile:
         """A new empty local file at path, staged and journaled."""
         serial = self._serial()
         staged = self.staging / f"{serial}-{secrets.token_hex(8)}"
@@ -124,9 +124,10 @@ class LocalFiles:
         perm = mode & 0o7777
         local = LocalFile(serial=serial, path=path, staged=staged, fd=fd,
                           journal_key=staged.name, created_ns=now, modified_ns=now,
-                          mode=perm, mode_set=perm != 0o644, replaces=replaces)
+                          mode=perm, mode_set=perm != 0o644, replaces=replaces,
+                          remote_name=remote_name)
         self._t.state.journal_add(JournalEntry(
-            key=local.journal_key, filename=raw_filename(path), staged=str(staged),
+            key=local.journal_key, filename=local.upload_name(), staged=str(staged),
             state="pending", replaces=replaces, created=time.time(),
             mode=perm if local.mode_set else None))
         self._table.add(local)
@@ -141,7 +142,10 @@ class LocalFiles:
         mode, and rf's override moves over to the new id at upload."""
         ov = self._t.state.get_override(rf.id)
         mode = ov.mode if ov is not None and ov.mode is not None else 0o644
-        local = self.new(path, mode, replaces=rf.id, visible=visible)
+        # At rf's own place it keeps rf's real filename: the path may be display-only.
+        same_place = self._t.ns.display_path(rf.id) == path
+        local = self.new(path, mode, replaces=rf.id, visible=visible,
+                         remote_name=rf.filename if same_place else None)
         local.mode_set = False
         return local
 
@@ -241,8 +245,9 @@ class LocalFiles:
         self._table.detach(rf.id)
         local.path = self._t.ns.display_path(rf.id) or local.path
         local.replaces = rf.id
+        local.remote_name = rf.filename
         local.state = "pending"
-        self._journal_pending(local, raw_filename(local.path), replaces=rf.id)
+        self._journal_pending(local, local.upload_name(), replaces=rf.id)
         self._t.ns.add_local_file(local.path, local.serial)
         ino = self._t.inodes.existing(FileKey(rf.id))
         if ino is not None:
@@ -275,7 +280,7 @@ class LocalFiles:
             if not local.dirty or local.unlinked or local.size == 0:
                 return  # another flush uploaded it while we waited
             gen = local.generation
-            raw = raw_filename(local.path)
+            raw = local.upload_name()
             local.state = "uploading"
             self._t.state.journal_update(local.journal_key, state="uploading", filename=raw,
                                          replaces=local.replaces)
@@ -323,12 +328,13 @@ class LocalFiles:
         resumed = self._resume_since.pop(local.journal_key, None)
         if resumed is not None:
             # A previous mount died during this upload: it may have landed.
-            attempt = Attempt(raw, size, resumed)
+            attempt = Attempt(stored_name(raw), size, resumed)
         else:
             # A stream started at the first writes, before this flush.
             since = local.created_ns / 1e9 if local.stream is not None else time.time()
-            attempt = Attempt(raw, size, since, frozenset(
-                rf.id for rf in self._t.ns.records() if rf.filename == raw and rf.size == size))
+            attempt = Attempt(stored_name(raw), size, since, frozenset(
+                rf.id for rf in self._t.ns.records()
+                if rf.filename in (raw, stored_name(raw)) and rf.size == size))
         self._t.state.journal_update(local.journal_key, attempted=attempt.since)
         if resumed is not None:
             found = await find_landed(self._t.client, attempt, self._not_ours(local))
@@ -386,8 +392,16 @@ class LocalFiles:
     def _uploaded(self, local: LocalFile, rf: RemoteFile, raw: str, gen: int) -> None:
         """Bind the local file to its new id. Synchronous: one atomic step."""
         if rf.filename != raw:
-            log.warning("the service stored %r as %r; it is shown where the service put it",
-                        raw, rf.filename)
+            if rf.filename == stored_name(raw):
+                # A control character, which no upload can carry as is: the file keeps
+                # the name it was created with here (and across mounts), while other
+                # clients see the stored one.
+                log.info("the service stored %r as %r; shown here as created", raw,
+                         rf.filename)
+                self._t.state.set_created_name(rf.id, raw)
+            else:
+                log.warning("the service stored %r as %r; it is shown where the service "
+                            "put it", raw, rf.filename)
         old = local.replaces
         if old is not None:
             self._t.ns.remove(old)
@@ -464,7 +478,8 @@ class LocalFiles:
                               modified_ns=now, mode=entry.mode or 0o644,
                               mode_set=entry.mode is not None, size=size,
                               mtime_set=entry.mtime_ns, replaces=entry.replaces,
-                              state=state, error=error, dirty=state == "pending" and size > 0)
+                              state=state, error=error, dirty=state == "pending" and size > 0,
+                              remote_name=entry.filename)
             self._table.add(local)
             self._t.ns.add_local_file(path, serial)
             if closed:

@@ -29,7 +29,7 @@ import pyfuse3
 import trio
 
 from orfs.api.errors import ApiError
-from orfs.core.errors import CoreError, NoEntry, Unsupported
+from orfs.core.errors import CoreError, InvalidArgument, NoEntry, Unsupported
 from orfs.core.fs import Attributes, Filesystem
 from orfs.core.inodes import ROOT_INODE
 from orfs.fuse.errno_table import ENODATA, errno_for
@@ -96,6 +96,16 @@ def _name(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise NoEntry(repr(raw)) from None
+
+
+def _new_name(raw: bytes) -> str:
+    """A name being made (create, mkdir, mknod, symlink, link, rename's target): one
+    that is not UTF-8 cannot be stored by the service, so it is refused (EINVAL), as
+    docs/SEMANTICS.md says; looking one up is ENOENT (`_name`)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"not UTF-8: {raw!r}") from None
 
 
 IO_SIZE = 1024 * 1024  # FUSE's largest write request (fuse3 always allows big writes)
@@ -211,9 +221,9 @@ class Operations(pyfuse3.Operations):
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         if not stat.S_ISREG(mode):  # fifos, sockets, devices: EEXIST or EPERM
-            await self.fs.refuse_special(parent_inode, _name(name), "mknod")
+            await self.fs.refuse_special(parent_inode, _new_name(name), "mknod")
         # A regular file (os.mknod's default): an empty file, as create and close make.
-        fh, attrs = await self.fs.create(parent_inode, _name(name), mode & ~ctx.umask,
+        fh, attrs = await self.fs.create(parent_inode, _new_name(name), mode & ~ctx.umask,
                                          os.O_WRONLY | os.O_EXCL)
         await self.fs.release(fh)
         return self._entry(attrs)
@@ -221,7 +231,8 @@ class Operations(pyfuse3.Operations):
     @handler
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._entry(await self.fs.mkdir(parent_inode, _name(name), mode & ~ctx.umask))
+        return self._entry(
+            await self.fs.mkdir(parent_inode, _new_name(name), mode & ~ctx.umask))
 
     @handler
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -236,7 +247,7 @@ class Operations(pyfuse3.Operations):
     @handler
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        await self.fs.refuse_special(parent_inode, _name(name), "symlink")
+        await self.fs.refuse_special(parent_inode, _new_name(name), "symlink")
 
     @handler
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
@@ -245,12 +256,12 @@ class Operations(pyfuse3.Operations):
                 or self._is_status(parent_inode_new, name_new)):
             raise pyfuse3.FUSEError(errno.EPERM)
         await self.fs.rename(parent_inode_old, _name(name_old), parent_inode_new,
-                             _name(name_new), flags)
+                             _new_name(name_new), flags)
 
     @handler
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        await self.fs.refuse_special(new_parent_inode, _name(new_name), "link")
+        await self.fs.refuse_special(new_parent_inode, _new_name(new_name), "link")
 
     @handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
@@ -374,6 +385,6 @@ class Operations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext
                      ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fh, attrs = await self.fs.create(parent_inode, _name(name),
+        fh, attrs = await self.fs.create(parent_inode, _new_name(name),
                                          mode & ~ctx.umask, flags)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False), self._entry(attrs)
