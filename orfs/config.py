@@ -30,6 +30,14 @@ def _path(text: str) -> Path:
     return Path(text).expanduser().absolute()
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, not {value}")
+    return value
+
+
 # The groups `orfs mount --help` shows, in order, with their blurbs.
 GROUPS = {
     "access": "Which workspace to mount and who may use it. The API key is read from "
@@ -103,6 +111,10 @@ class MountConfig:
         DEFAULT_CACHE_MAX_SIZE, "--cache-max-size", group="cache", parse=parse_size,
         metavar="SIZE",
         help="evict cached file contents above SIZE, e.g. 512M or 10G (default: 10G)")
+    download_streams: int = _opt(
+        4, "--download-streams", group="cache", parse=_count, metavar="N",
+        help="ranged requests at once for one file read in sequence (default: "
+             "%(default)s; 1: one stream per file); the mount uses at most 4×N at once")
     dir_cache_ttl: float = _opt(
         DEFAULT_DIR_CACHE_TTL, "--dir-cache-ttl", group="cache", parse=parse_seconds,
         metavar="SECONDS",

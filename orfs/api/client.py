@@ -327,13 +327,18 @@ class FilesClient:
         return await self.upload(filename, UploadBody.from_path(path))
 
     @contextlib.asynccontextmanager
-    async def download(self, file_id: str, offset: int = 0) -> AsyncIterator[Download]:
+    async def download(self, file_id: str, offset: int = 0, length: int | None = None
+                       ) -> AsyncIterator[Download]:
         """``async with client.download(fid, offset) as d: async for chunk in d.iter_bytes()``.
 
-        Opening is retried like any read; the body is streamed (see `Download`)."""
+        ``length``: at most that many bytes from ``offset`` (``Range: bytes=a-b``);
+        None: to the end of the file. Opening is retried like any read; the body is
+        streamed (see `Download`)."""
         if offset < 0:
             raise ValueError("offset must be >= 0")
-        d = Download(self, file_id, offset)
+        if length is not None and length <= 0:
+            raise ValueError("length must be > 0")
+        d = Download(self, file_id, offset, length)
         await self._read_retry.run(lambda: d._open(offset), f"GET {httpx.URL(d.url).path}",
                                    idempotent=True, on_retry=self._count_retry)
         try:
@@ -343,10 +348,13 @@ class FilesClient:
 
 
 class Download:
-    """An open download of one file from `offset`.
+    """An open download of one file from `offset` (``length`` bytes, or to its end).
 
-    ``size`` is the number of bytes `iter_bytes` yields (the answer's Content-Length:
-    the rest of the file from `offset`), or None if the server did not say;
+    ``size`` is the number of bytes `iter_bytes` yields (the answer's Content-Length,
+    at most ``length``), or None if the server did not say; ``ranged`` is True if the
+    server answered the range with 206, False if it sent the whole file instead (the
+    bytes before `offset` are then dropped here, and the body is cut at ``length``),
+    None if no range was asked;
     ``total_size`` is the whole file's size when the server said (Content-Range, or
     Content-Length when reading from 0). A connection that drops mid-body is resumed
     with ``Range: bytes=<next>-`` under the retry policy (the budget starts afresh
@@ -354,10 +362,13 @@ class Download:
     raises `ProtocolError` from `iter_bytes`.
     """
 
-    def __init__(self, client: FilesClient, file_id: str, offset: int) -> None:
+    def __init__(self, client: FilesClient, file_id: str, offset: int,
+                 length: int | None = None) -> None:
         self._client = client
         self.file_id = file_id
         self.offset = offset
+        self.length = length
+        self.ranged: bool | None = None
         self.url = client._url(file_id, "content")
         self.size: int | None = None
         self.total_size: int | None = None
@@ -367,6 +378,7 @@ class Download:
         self._t0 = 0.0
         self._received = 0  # bytes yielded, counted from `offset`
         self._skip = 0      # bytes to drop: the server answered 200 to a range request
+        self._skip_past: int | None = None  # ... and where to cut it (bounded range)
         self._opened = False
 
     async def _open(self, at: int) -> None:
@@ -374,7 +386,9 @@ class Download:
         headers = {"Accept": "application/octet-stream",
                    # Identity, so lengths and ranges count the file's own bytes.
                    "Accept-Encoding": "identity"}
-        if at > 0:
+        if self.length is not None:
+            headers["Range"] = f"bytes={at}-{self.offset + self.length - 1}"
+        elif at > 0:
             headers["Range"] = f"bytes={at}-"
         request, response, t0 = await self._client._send("download", "GET", self.url,
                                                          headers=headers)
@@ -390,6 +404,7 @@ class Download:
                                         f"for a request from byte {at}")
                 total = None if m.group(3) == "*" else int(m.group(3))
                 remaining = length
+                ranged: bool | None = True
             else:
                 # A full body: drop what precedes `at` (the server ignored Range).
                 skip = at
@@ -398,16 +413,24 @@ class Download:
                 if remaining is not None and remaining < 0:
                     raise ProtocolError(f"download of {self.file_id}: file is {length} bytes, "
                                         f"shorter than offset {at}")
+                ranged = None if "Range" not in headers else False
+                if self.length is not None:
+                    # Cut at the end asked for.
+                    end = self.offset + self.length
+                    remaining = end - at if remaining is None else min(remaining, end - at)
         except BaseException:
             await response.aclose()
             raise
         if not self._opened:
+            self.ranged = ranged
             self.size = remaining
             self.total_size = total if total is not None else (
                 None if remaining is None else self.offset + remaining)
             self.content_type = response.headers.get("content-type")
             self._opened = True
         self._request, self._response, self._t0, self._skip = request, response, t0, skip
+        self._skip_past = (self.length if response.status_code != 206
+                           and self.length is not None else None)
 
     @staticmethod
     def _content_length(response: httpx.Response) -> int | None:
@@ -447,7 +470,13 @@ class Download:
                         drop = min(self._skip, len(chunk))
                         self._skip -= drop
                         chunk = chunk[drop:]
+                    if self._skip_past is not None:
+                        # A whole body for a bounded range: stop at its end.
+                        room = self._skip_past - self._received
+                        chunk = chunk[:room]
                     if not chunk:
+                        if self._skip_past is not None and self._received >= self._skip_past:
+                            break
                         continue
                     self._received += len(chunk)
                     if self.size is not None and self._received > self.size:
@@ -455,6 +484,8 @@ class Download:
                                             f"the announced {self.size}")
                     state = None  # progress: a later failure gets a fresh budget
                     yield chunk
+                    if self._skip_past is not None and self._received >= self._skip_past:
+                        break
             except httpx.TransportError as exc:
                 client._counts["errors"] += 1
                 failure = error_for_transport(exc, what=what)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 log = logging.getLogger(__name__)
 
 DB_NAME = "state.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # The error log is for "what went wrong lately"; older lines are pruned on insert.
 ERROR_KEEP_SECONDS = 24 * 3600
 ERROR_KEEP_ROWS = 1000
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS content (
     size     INTEGER NOT NULL,
     complete INTEGER NOT NULL,
     atime    REAL NOT NULL,
-    adopted  INTEGER NOT NULL DEFAULT 0
+    adopted  INTEGER NOT NULL DEFAULT 0,
+    ranges   TEXT
 );
 CREATE TABLE IF NOT EXISTS created_names (
     id       TEXT PRIMARY KEY,
@@ -121,6 +122,10 @@ class ContentRecord:
     # will not serve them again, so eviction takes them last. False for rows written
     # before the column existed (schema 2): they count as downloadable again.
     adopted: bool = False
+    # Of an entry that is not complete: the byte ranges present in its sparse file, as
+    # `orfs.core.cache.ranges.RangeSet.dumps` writes them (recorded only after an fsync
+    # of the file). None for rows written before the column existed (schema 3).
+    ranges: str | None = None
 
 
 _JOURNAL_FIELDS = tuple(f.name for f in dataclasses.fields(JournalEntry))
@@ -171,6 +176,9 @@ class State:
             if "adopted" not in have:
                 self._db.execute(
                     "ALTER TABLE content ADD COLUMN adopted INTEGER NOT NULL DEFAULT 0")
+            # Added in version 4: the present ranges of a partly fetched file.
+            if "ranges" not in have:
+                self._db.execute("ALTER TABLE content ADD COLUMN ranges TEXT")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             # Ids that have an override, in memory: readdir asks for every file's
             # override, and almost none has one (a set lookup instead of a query).
@@ -208,23 +216,24 @@ class State:
     def content_records(self) -> list[ContentRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, size, complete, atime, adopted FROM content").fetchall()
+                "SELECT id, size, complete, atime, adopted, ranges FROM content").fetchall()
         return [_content_record(r) for r in rows]
 
     def content_get(self, file_id: str) -> ContentRecord | None:
         with self._lock:
             r = self._db.execute(
-                "SELECT id, size, complete, atime, adopted FROM content WHERE id = ?",
+                "SELECT id, size, complete, atime, adopted, ranges FROM content WHERE id = ?",
                 (file_id,),
             ).fetchone()
         return None if r is None else _content_record(r)
 
     def content_put(self, file_id: str, *, size: int, complete: bool, atime: float,
-                    adopted: bool = False) -> None:
+                    adopted: bool = False, ranges: str | None = None) -> None:
         self._run(
-            "INSERT OR REPLACE INTO content (id, size, complete, atime, adopted) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (file_id, size, int(complete), atime, int(adopted)),
+            "INSERT OR REPLACE INTO content (id, size, complete, atime, adopted, ranges) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (file_id, size, int(complete), atime, int(adopted),
+             None if complete else ranges),
         )
 
     def content_touch(self, atimes: Mapping[str, float]) -> None:
@@ -380,7 +389,7 @@ class State:
 
 
 def _content_record(r: tuple[Any, ...]) -> ContentRecord:
-    return ContentRecord(r[0], int(r[1]), bool(r[2]), float(r[3]), bool(r[4]))
+    return ContentRecord(r[0], int(r[1]), bool(r[2]), float(r[3]), bool(r[4]), r[5])
 
 
 def _check_journal_state(state: object) -> None:

@@ -122,7 +122,8 @@ async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
         root = config.cache_root()
         make_private_dir(root)
         state = State(root)
-        content = ContentCache(root, config.cache_max_size, client, state)
+        content = ContentCache(root, config.cache_max_size, client, state,
+                               download_streams=config.download_streams)
         info = {"mountpoint": str(mountpoint), "api_base": config.api_base,
                 "workspace": config.workspace, "provider": config.provider,
                 "pid": os.getpid()}  # after the fork: the serving process

@@ -22,11 +22,14 @@ def ranged(data: bytes, request: httpx.Request, *, chunk: int = 4096,
     headers = {"content-type": "application/octet-stream"}
     status = 200
     rng = request.headers.get("range")
+    last = len(data) - 1
     if rng and honour_range:
-        start = int(rng.removeprefix("bytes=").rstrip("-"))
+        first, _, end = rng.removeprefix("bytes=").partition("-")
+        start = int(first)
+        last = min(last, int(end)) if end else last
         status = 206
-        headers["content-range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-    body = data[start:]
+        headers["content-range"] = f"bytes {start}-{last}/{len(data)}"
+    body = data[start:last + 1]
     headers["content-length"] = str(len(body))
 
     async def gen() -> AsyncIterator[bytes]:
@@ -83,6 +86,43 @@ async def test_server_ignoring_range_is_handled_by_skipping() -> None:
     async with make_client(lambda r: ranged(DATA, r, honour_range=False)) as c:
         data, size = await read_all(c, "f", 5000)
     assert data == DATA[5000:] and size == len(DATA) - 5000
+
+
+async def test_a_bounded_range_asks_for_its_end_and_says_it_was_ranged() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return ranged(DATA, request)
+
+    async with make_client(handler) as c:
+        async with c.download("f", offset=8192, length=10000) as d:
+            assert d.size == 10000 and d.total_size == len(DATA) and d.ranged is True
+            data = b"".join([chunk async for chunk in d.iter_bytes()])
+    assert data == DATA[8192:18192] and seen[0].headers["range"] == "bytes=8192-18191"
+
+
+async def test_a_bounded_range_from_a_server_ignoring_ranges_is_cut_to_its_end() -> None:
+    async with make_client(lambda r: ranged(DATA, r, honour_range=False)) as c:
+        async with c.download("f", offset=5000, length=3000) as d:
+            assert d.ranged is False and d.size == 3000
+            data = b"".join([chunk async for chunk in d.iter_bytes()])
+    assert data == DATA[5000:8000]
+
+
+async def test_a_bounded_range_resumed_after_a_drop_keeps_its_end() -> None:
+    clock = FakeClock()
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("range"))
+        return ranged(DATA, request, fail_after=8192 if len(seen) == 1 else None)
+
+    async with make_client(handler, clock=clock) as c:
+        async with c.download("f", offset=4096, length=40000) as d:
+            data = b"".join([chunk async for chunk in d.iter_bytes()])
+    assert data == DATA[4096:44096]
+    assert seen == ["bytes=4096-44095", "bytes=12288-44095"]
 
 
 async def test_dropped_connection_is_resumed_with_range() -> None:

@@ -17,7 +17,14 @@ import pytest
 import trio
 import trio.testing
 
-from orfs.api.errors import ApiError, BadRequest, NotFound, ProtocolError, Unreachable
+from orfs.api.errors import (
+    ApiError,
+    BadRequest,
+    HttpStatusError,
+    NotFound,
+    ProtocolError,
+    Unreachable,
+)
 from orfs.api.models import RemoteFile
 from orfs.core.cache import (
     CacheHandle,
@@ -27,6 +34,8 @@ from orfs.core.cache import (
     disk_name,
     writers,
 )
+from orfs.core.cache.inflight import Download
+from orfs.core.cache.ranges import RangeSet
 from orfs.core.state import State
 
 KiB = 1024
@@ -66,11 +75,11 @@ class Gate:
 
     def allow(self, chunks: int) -> None:
         self.allowed += chunks
-        self._changed.set()
+        self._changed.set()  # wakes every stream waiting
+        self._changed = trio.Event()
 
     async def pass_one(self) -> None:
         while self.sent >= self.allowed:
-            self._changed = trio.Event()
             await self._changed.wait()
         self.sent += 1
 
@@ -78,10 +87,13 @@ class Gate:
 class FakeStream:
     def __init__(self, data: bytes, offset: int, delay: float,
                  fail_at: int | None, error: Callable[[], ApiError],
-                 gate: Gate | None) -> None:
-        self.size: int | None = len(data) - offset
+                 gate: Gate | None, length: int | None = None) -> None:
+        end = len(data) if length is None else min(len(data), offset + length)
+        self.size: int | None = end - offset
+        self.total_size: int | None = len(data)
+        self.ranged: bool | None = True if offset or length is not None else None
         self._gate = gate
-        self._data = data
+        self._data = data[:end]
         self._offset = offset
         self._delay = delay
         self._fail_at = fail_at
@@ -109,7 +121,8 @@ class FakeStream:
 
 
 class FakeClient:
-    """``download(file_id, offset)`` over in-memory blobs.
+    """``download(file_id, offset, length)`` over in-memory blobs (``calls`` records
+    ``(file_id, offset)``, ``lengths`` the length asked for).
 
     ``fail_at[file_id]`` is a list, one item per attempt: the byte offset where that
     attempt's stream breaks (None: it does not). ``refuse[file_id]`` is raised before any
@@ -120,14 +133,17 @@ class FakeClient:
         self.blobs = blobs
         self.delay = delay
         self.calls: list[tuple[str, int]] = []
+        self.lengths: list[int | None] = []
         self.fail_at: dict[str, list[int | None]] = {}
         self.error: Callable[[], ApiError] = lambda: ProtocolError("body truncated")
         self.refuse: dict[str, ApiError] = {}
         self.gate: Gate | None = None
 
     @asynccontextmanager
-    async def download(self, file_id: str, offset: int = 0) -> AsyncIterator[FakeStream]:
+    async def download(self, file_id: str, offset: int = 0, length: int | None = None
+                       ) -> AsyncIterator[FakeStream]:
         self.calls.append((file_id, offset))
+        self.lengths.append(length)
         await trio.lowlevel.checkpoint()
         if file_id in self.refuse:
             raise self.refuse[file_id]
@@ -135,16 +151,19 @@ class FakeClient:
             raise NotFound("no such file")
         plan = self.fail_at.get(file_id)
         fail_at = plan.pop(0) if plan else None
+        if offset >= len(self.blobs[file_id]) > 0:
+            raise HttpStatusError("range not satisfiable", status=416)
         yield FakeStream(self.blobs[file_id], offset, self.delay, fail_at, self.error,
-                         self.gate)
+                         self.gate, length)
 
 
 @asynccontextmanager
 async def running(root: Path, client: FakeClient, max_size: int = 1 << 40,
-                  ) -> AsyncIterator[tuple[ContentCache, State]]:
-    """A cache as a mount runs it: ``run`` in a nursery, cancelled at the end."""
+                  streams: int = 1) -> AsyncIterator[tuple[ContentCache, State]]:
+    """A cache as a mount runs it: ``run`` in a nursery, cancelled at the end. One
+    stream per file by default, so the fake's gate lets chunks through in read order."""
     state = State(root)
-    cache = ContentCache(root, max_size, client, state)
+    cache = ContentCache(root, max_size, client, state, download_streams=streams)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(cache.run)
@@ -152,6 +171,30 @@ async def running(root: Path, client: FakeClient, max_size: int = 1 << 40,
             nursery.cancel_scope.cancel()
     finally:
         state.close()
+
+
+def asked(client: FakeClient, file_id: str) -> list[tuple[int, int]]:
+    """The ranges requested of ``file_id``, in order (an open end: to the end)."""
+    size = len(client.blobs[file_id])
+    return [(off, size if n is None else off + n)
+            for (fid, off), n in zip(client.calls, client.lengths, strict=True)
+            if fid == file_id]
+
+
+def each_byte_once(client: FakeClient, file_id: str) -> bool:
+    """The requests for ``file_id`` asked for every byte of it exactly once."""
+    spans = sorted(asked(client, file_id))
+    pos = 0
+    for start, end in spans:
+        if start != pos:
+            return False
+        pos = end
+    return pos == len(client.blobs[file_id])
+
+
+def entry_fetches(cache: ContentCache, file_id: str) -> list[Download]:
+    entry = cache._entries.get(file_id)
+    return [] if entry is None else list(entry.fetches)
 
 
 async def read_all(handle: CacheHandle, size: int = 128 * KiB) -> bytes:
@@ -180,7 +223,6 @@ async def test_read_returns_as_soon_as_its_range_arrived(tmp_path: Path) -> None
         gate.allow(2)  # two 64 KiB chunks: exactly the first read
         with trio.fail_after(5):
             assert await handle.read(0, 128 * KiB) == data[: 128 * KiB]
-        assert cache.statistics()["downloads_in_flight"] == 1
         assert not cache.is_cached("f")
         # A read further on waits for its own range, and only for it.
         async with trio.open_nursery() as nursery:
@@ -194,29 +236,32 @@ async def test_read_returns_as_soon_as_its_range_arrived(tmp_path: Path) -> None
             assert got == []
             gate.allow(MiB // CHUNK)  # up to 1 MiB + 128 KiB
         assert got == [data[MiB : MiB + 128 * KiB]]
-        assert cache.statistics()["downloads_in_flight"] == 1
         gate.allow(1000)
         with trio.fail_after(10):
             assert await read_all(handle) == data
         handle.close()
         await settle(cache)
         assert cache.is_cached("f")
-        assert client.calls == [("f", 0)]
+        assert each_byte_once(client, "f")
 
 
 class OneChunkClient(FakeClient):
     """Sends each file as a single chunk (a 1 MiB socket read can bring that much)."""
 
     @asynccontextmanager
-    async def download(self, file_id: str, offset: int = 0) -> AsyncIterator[FakeStream]:
+    async def download(self, file_id: str, offset: int = 0, length: int | None = None
+                       ) -> AsyncIterator[FakeStream]:
         self.calls.append((file_id, offset))
+        self.lengths.append(length)
         await trio.lowlevel.checkpoint()
-        stream = FakeStream(self.blobs[file_id], offset, 0.0, None, self.error, self.gate)
+        stream = FakeStream(self.blobs[file_id], offset, 0.0, None, self.error, self.gate,
+                            length)
 
         async def one() -> AsyncIterator[bytes]:
             if self.gate is not None:
                 await self.gate.pass_one()
-            yield self.blobs[file_id][offset:]
+            end = None if length is None else offset + length
+            yield self.blobs[file_id][offset:end]
 
         stream.iter_bytes = one  # type: ignore[method-assign]
         yield stream
@@ -230,16 +275,18 @@ async def test_a_reader_is_answered_before_the_rest_of_a_big_chunk_is_written(
     async with running(tmp_path, client) as (cache, _):
         handle = await cache.open(remote("f", len(data)))
         arrived_when_answered: list[int] = []
+        fetches: list[Download] = []
 
         async def first_read() -> None:
             got = await handle.read(0, 256 * KiB)
             assert got == data[:256 * KiB]
-            assert handle._download is not None
-            arrived_when_answered.append(handle._download.arrived)
+            arrived_when_answered.append(fetches[0].arrived)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(first_read)
             await trio.testing.wait_all_tasks_blocked()
+            fetches.extend(entry_fetches(cache, "f"))  # one, bigger than the read
+            assert len(fetches) == 1 and (fetches[0].end or len(data)) > 256 * KiB
             gate.allow(1)
         if writers.DIRECT_WRITES:
             # Copied into the ring and readable from it at once: nothing to split.
@@ -248,9 +295,22 @@ async def test_a_reader_is_answered_before_the_rest_of_a_big_chunk_is_written(
             # The chunk was written up to the reader's end, the reader answered, then
             # the rest written: it never waited for the other 768 KiB.
             assert arrived_when_answered == [256 * KiB]
+        gate.allow(1000)
         with trio.fail_after(10):
             assert await read_all(handle) == data
         handle.close()
+
+
+async def inspect_ring(handle: CacheHandle, dl: Download, data: bytes, gate: Gate) -> None:
+    ring = dl.memory
+    assert isinstance(ring, writers.DirectWriter)  # O_DIRECT works here
+    start = ring.memory_start
+    assert 0 < start < 20 * CHUNK
+    for offset, size in ((0, 128 * KiB), (start - 5000, 10_000), (start, 3000),
+                         (20 * CHUNK - 4096, 4096)):
+        got = handle._read_partial(offset, offset + size)
+        assert got == data[offset:offset + size], (offset, size)
+    gate.allow(1000)
 
 
 async def test_direct_writes_serve_the_ring_and_the_file_alike(
@@ -265,26 +325,21 @@ async def test_direct_writes_serve_the_ring_and_the_file_alike(
     client.gate = gate = Gate()
     async with running(tmp_path, client) as (cache, _):
         handle = await cache.open(remote("f", len(data)))
-        dl = handle._download
-        assert dl is not None
-        gate.allow(20)  # 20 chunks of 64 KiB: 1.25 MiB, ring of 3 x 64 KiB
-        with trio.fail_after(5):
-            await dl.wait_for(20 * CHUNK)
-        ring = dl.memory
-        assert isinstance(ring, writers.DirectWriter)  # O_DIRECT works here
-        start = ring.memory_start
-        assert 0 < start < 20 * CHUNK
-        for offset, size in ((0, 128 * KiB), (start - 5000, 10_000), (start, 3000),
-                             (20 * CHUNK - 4096, 4096)):
-            got = await handle.read(offset, size)
-            assert got == data[offset:offset + size], (offset, size)
-        gate.allow(1000)
+        # One fetch of the whole file (a read wide enough), so the ring goes round.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle.read, 0, len(data))
+            await trio.testing.wait_all_tasks_blocked()
+            (dl,) = entry_fetches(cache, "f")
+            gate.allow(20)  # 20 chunks of 64 KiB: 1.25 MiB, ring of 3 x 64 KiB
+            with trio.fail_after(5):
+                await dl.wait_for(20 * CHUNK)
+            await inspect_ring(handle, dl, data, gate)
         with trio.fail_after(10):
             assert await read_all(handle) == data
         await settle(cache)
-        assert dl.written and dl.memory is not None  # the handle still reads it
+        assert dl.written and dl.memory is None  # the file has every byte: ring back
         handle.close()
-        assert dl.memory is None and len(cache._pool) == 3
+        assert len(cache._pool) == 3
         again = await cache.open(remote("f", len(data)))
         assert await read_all(again) == data  # from content/, written with O_DIRECT
         again.close()
@@ -328,26 +383,38 @@ async def test_past_the_ring_limit_downloads_write_plainly(
     monkeypatch.setattr(buffers, "BUFFER_SIZE", 64 * KiB)
     monkeypatch.setattr(buffers, "RINGS_MAX", 1)
     blobs = {name: blob(300 * KiB, seed=i) for i, name in enumerate("abc")}
-    async with running(tmp_path, FakeClient(blobs)) as (cache, _):
+    client = FakeClient(blobs)
+    client.gate = gate = Gate()
+    async with running(tmp_path, client) as (cache, _):
         a = await cache.open(remote("a", len(blobs["a"])))
-        await trio.testing.wait_all_tasks_blocked()  # a's download has the ring (and
-        b = await cache.open(remote("b", len(blobs["b"])))  # keeps it while a is open)
-        await trio.testing.wait_all_tasks_blocked()
-        assert a._download is not None and b._download is not None
-        assert isinstance(a._download.memory, writers.DirectWriter)
-        assert b._download.memory is None and b._download.written  # plain writes
-        with trio.fail_after(10):
-            assert await read_all(a) == blobs["a"]
-            assert await read_all(b) == blobs["b"]
+        b = await cache.open(remote("b", len(blobs["b"])))
+        got: dict[str, bytes] = {}
+
+        async def read(name: str, h: CacheHandle) -> None:
+            got[name] = await h.read(0, len(blobs[name]))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, "a", a)
+            await trio.testing.wait_all_tasks_blocked()  # a's fetch has the ring
+            nursery.start_soon(read, "b", b)
+            await trio.testing.wait_all_tasks_blocked()
+            (fa,), (fb,) = entry_fetches(cache, "a"), entry_fetches(cache, "b")
+            assert isinstance(fa.memory, writers.DirectWriter)
+            assert fb.memory is None  # plain writes
+            gate.allow(1000)
+        assert got == {"a": blobs["a"], "b": blobs["b"]}
         a.close()
         b.close()
         await settle(cache)
         c = await cache.open(remote("c", len(blobs["c"])))
-        await trio.testing.wait_all_tasks_blocked()
-        assert c._download is not None
-        assert isinstance(c._download.memory, writers.DirectWriter)  # a's ring came back
-        with trio.fail_after(10):
-            assert await read_all(c) == blobs["c"]
+        gate.allowed = gate.sent  # closed again
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read, "c", c)
+            await trio.testing.wait_all_tasks_blocked()
+            (fc,) = entry_fetches(cache, "c")
+            assert isinstance(fc.memory, writers.DirectWriter)  # a's ring came back
+            gate.allow(1000)
+        assert got["c"] == blobs["c"]
         c.close()
 
 
@@ -382,10 +449,10 @@ async def test_concurrent_opens_share_one_download(tmp_path: Path) -> None:
             await trio.sleep(0.05)
             gate.allow(1000)
         assert results == [data] * 8
-        assert client.calls == [("f", 0)]
+        assert each_byte_once(client, "f")  # whoever asked first, nothing twice
         stats = cache.statistics()
-        assert stats["downloads_started"] == 1
-        assert stats["downloads_joined"] == 7
+        assert stats["downloads_started"] == len(client.calls)
+        assert stats["downloads_joined"] >= 7
 
 
 async def test_second_open_after_completion_makes_no_request(tmp_path: Path) -> None:
@@ -399,7 +466,7 @@ async def test_second_open_after_completion_makes_no_request(tmp_path: Path) -> 
         h = await cache.open(remote("f", len(data)))
         assert await read_all(h) == data
         h.close()
-        assert client.calls == [("f", 0)]
+        assert each_byte_once(client, "f")
         assert cache.statistics()["hits"] == 1
 
 
@@ -422,8 +489,7 @@ async def test_download_continues_when_the_last_handle_closes(tmp_path: Path) ->
         await settle(cache)
         h = await cache.open(remote("f", len(data)))
         h.close()
-        assert client.calls == [("f", 0)]
-        assert cache.statistics()["downloads_joined"] == 1
+        assert each_byte_once(client, "f")  # the second open joined what ran
         assert cache.is_cached("f")
 
 
@@ -452,12 +518,20 @@ async def test_an_interrupted_download_is_discarded_and_redone(tmp_path: Path) -
     async with running(tmp_path, client) as (cache, _):
         h = await cache.open(remote("f", len(data)))
         gate.allow(4)
-        await h.read(0, 200 * KiB)
+        await h.read(0, 100 * KiB)  # its fetch: the first 256 KiB, complete
         h.close()
-        # leaving the block cancels run(): an unmount mid-download
-    assert list((tmp_path / "partial").iterdir()) == []
-    # What a crash would leave: a partial file, and a renamed file whose index row
-    # never said complete (the fsync had not finished).
+        with trio.fail_after(5):
+            await settle(cache)
+        # leaving the block cancels run(): an unmount mid-download; what had arrived
+        # is recorded as present, what was in flight is not
+    state = State(tmp_path)
+    rec = state.content_get("f")
+    state.close()
+    assert rec is not None and not rec.complete and rec.ranges
+    kept = RangeSet.loads(rec.ranges)
+    assert kept.covers(0, 100 * KiB) and not kept.covers(0, len(data))
+    # What a crash would leave: an older mount's partial file, and a file whose index
+    # row never said complete (the fsync had not finished) nor listed ranges.
     (tmp_path / "partial" / "f.abc123").write_bytes(data[:1000])
     (tmp_path / "content" / "g").write_bytes(data)
     state = State(tmp_path)
@@ -472,7 +546,10 @@ async def test_an_interrupted_download_is_discarded_and_redone(tmp_path: Path) -
             h = await cache.open(remote(fid, len(data)))
             assert await read_all(h) == data
             h.close()
-    assert client2.calls == [("f", 0), ("g", 0)]
+    # f: only what the first mount did not have; g: all of it.
+    assert each_byte_once(client2, "g")
+    assert all(not kept.covers(a, a + 1) for a, _ in asked(client2, "f"))
+    assert RangeSet([*asked(client2, "f"), *kept]).covers(0, len(data))
 
 
 async def test_unmount_wakes_readers_of_a_download_in_flight(tmp_path: Path) -> None:
@@ -495,7 +572,7 @@ async def test_unmount_wakes_readers_of_a_download_in_flight(tmp_path: Path) -> 
 
             async def reader() -> None:
                 try:
-                    await h.read(512 * KiB, 4096)
+                    await h.read(512 * KiB, 512 * KiB)
                 except ContentUnavailable as exc:
                     got.append(exc)
 
@@ -506,7 +583,6 @@ async def test_unmount_wakes_readers_of_a_download_in_flight(tmp_path: Path) -> 
     h.close()
     state.close()
     assert len(got) == 1
-    assert list((tmp_path / "partial").iterdir()) == []
 
 
 @pytest.mark.parametrize("where", ["on_disk_later", "before_start"])
@@ -535,7 +611,7 @@ async def test_a_damaged_entry_is_downloaded_again(tmp_path: Path, where: str) -
             h = await cache.open(remote("f", len(data)))
             assert await read_all(h) == data
             h.close()
-        assert client.calls == [("f", 0)]
+        assert each_byte_once(client, "f")
 
 
 async def test_a_failed_download_wakes_every_waiter(tmp_path: Path) -> None:
@@ -547,22 +623,25 @@ async def test_a_failed_download_wakes_every_waiter(tmp_path: Path) -> None:
     async with running(tmp_path, client) as (cache, _):
         handles = [await cache.open(remote("f", len(data))) for _ in range(5)]
 
-        async def reader(h: CacheHandle, offset: int) -> None:
+        async def reader(h: CacheHandle, offset: int, size: int = 128 * KiB) -> None:
             try:
-                await h.read(offset, 128 * KiB)
+                await h.read(offset, size)
             except ContentUnavailable as exc:
                 errors.append(exc)
 
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
-                for i, h in enumerate(handles):
+                # One fetch of the whole file; four more readers wait inside it.
+                nursery.start_soon(reader, handles[0], 0, len(data))
+                await trio.testing.wait_all_tasks_blocked()
+                for i, h in enumerate(handles[1:]):
                     nursery.start_soon(reader, h, 500 * KiB + i * 100 * KiB)
                 await trio.sleep(0.05)
                 assert errors == []  # all five are waiting
                 gate.allow(1000)
         assert len(errors) == 5
         assert all(e.errno == errno.EIO and not e.not_downloadable for e in errors)
-        # Bytes that did arrive are still served.
+        # Bytes that did arrive are still served, with no request.
         assert await handles[0].read(0, 128 * KiB) == data[: 128 * KiB]
         for h in handles:
             h.close()
@@ -584,12 +663,13 @@ async def test_a_dropped_stream_resumes_from_its_offset(tmp_path: Path) -> None:
     async with running(tmp_path, client) as (cache, _):
         h = await cache.open(remote("f", len(data)))
         with trio.fail_after(10):
-            assert await read_all(h) == data
+            assert await h.read(0, len(data)) == data  # one fetch
         h.close()
         await settle(cache)
         assert cache.is_cached("f")
         assert cache.statistics()["download_resumes"] == 1
-    assert client.calls == [("f", 0), ("f", 333 * KiB + 7)]
+    assert each_byte_once(client, "f") is False  # the resume asked for the rest again
+    assert ("f", 333 * KiB + 7) in client.calls
 
 
 async def test_not_downloadable_is_eacces_and_not_found_is_eio(tmp_path: Path) -> None:
@@ -737,7 +817,7 @@ async def test_cache_files_are_0600_and_directories_0700(tmp_path: Path) -> None
         gate.allow(1)
         await slow.read(0, 1)
         paths = list(root.rglob("*"))
-        assert any(p.parent.name == "partial" for p in paths)
+        assert any(p.name == "slow" for p in paths)  # partly fetched: a sparse file
         assert any(p.parent.name == "content" for p in paths)
         assert stat.S_IMODE(root.stat().st_mode) == 0o700
         for p in paths:
@@ -772,7 +852,7 @@ async def test_the_fsync_of_a_download_waits_for_its_readers(tmp_path: Path) -> 
         await settle(cache)
         assert cache.is_cached("f")
         rec = state.content_get("f")
-        assert rec is not None and not rec.complete  # still read: not fsynced yet
+        assert rec is None or not rec.complete  # still read: not fsynced yet
         h.close()
         await settle(cache)
         rec = state.content_get("f")
@@ -934,7 +1014,7 @@ async def test_an_index_without_the_class_column_is_migrated(tmp_path: Path) -> 
         assert rec is not None and rec.adopted
     db = sqlite3.connect(tmp_path / "state.db")
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
     finally:
         db.close()
 
@@ -962,12 +1042,12 @@ async def test_a_download_deleted_elsewhere_serves_what_arrived_then_eio(
         assert await h.read(0, 256 * KiB) == data[:256 * KiB]
         with trio.fail_after(10):
             assert await read_all(g) == other
-        assert client.calls[-1] == ("f", 256 * KiB)
+        assert [c for c in client.calls if c[0] == "f"][-1] == ("f", 256 * KiB)
         h.close()
         g.close()
         await settle(cache)
         assert not cache.is_cached("f") and cache.is_cached("g")
-        assert os.listdir(tmp_path / "partial") == []
+        assert os.listdir(tmp_path / "content") == ["g"]
         assert cache.usage()[0] == len(other)
 
 
@@ -988,7 +1068,6 @@ async def test_a_download_deleted_elsewhere_that_still_streams_is_read_to_its_en
         await settle(cache)
         assert not cache.is_cached("f")  # never installed: the id is gone
         h.close()
-        assert os.listdir(tmp_path / "partial") == []
         assert os.listdir(tmp_path / "content") == []
         assert cache.usage()[0] == 0
         assert cache.statistics()["entries"] == 0

@@ -70,7 +70,10 @@ def test_concurrent_opens_share_one_download(mount_factory: Callable[..., Mount]
                               stdout=subprocess.PIPE, text=True) for _ in range(8)]
     sums = {p.communicate(timeout=60)[0].split()[0] for p in procs}
     assert sums == {hashlib.sha256(data).hexdigest()}
-    assert busy(m.emu.stats()) == {"download": 1}
+    # As many ranged requests as one reader makes (a window that grows to 8 MiB in
+    # parts), not eight readers' worth.
+    assert set(busy(m.emu.stats())) == {"download"}
+    assert busy(m.emu.stats())["download"] <= 12
 
 
 def test_warm_reread_in_a_new_mount_costs_no_request(
@@ -90,10 +93,11 @@ def test_warm_reread_in_a_new_mount_costs_no_request(
 
 
 def _content_bytes(cache: Path) -> int:
+    """What the cache's files hold on disk (a partly fetched file is sparse)."""
     total = 0
     for entry in os.scandir(cache / "content"):
         try:
-            total += entry.stat().st_size
+            total += entry.stat().st_blocks * 512
         except FileNotFoundError:
             pass  # evicted while we looked
     return total
@@ -111,7 +115,9 @@ def test_cache_limit_is_respected_and_evicted_files_download_again(
     for name, data in files.items():
         assert (m.path / name).read_bytes() == data
         assert _content_bytes(m.cache) <= 3 * MiB
-    assert busy(m.emu.stats()) == {"download": 5}
+    # Ranged requests only; each file fetched in a few (a window that grows).
+    assert set(busy(m.emu.stats())) == {"download"}
+    assert 5 <= busy(m.emu.stats())["download"] <= 5 * 4
     # c0 was the least recently used: evicted, so reading it again downloads it again
     assert not (m.cache / "content" / _id_of(m, "c0.bin")).exists()
     assert (m.path / "c0.bin").read_bytes() == files["c0.bin"]

@@ -119,6 +119,8 @@ def _sample(action: argparse.Action) -> str:
         return "2.5"
     if action.metavar in ("FILE", "DIR"):
         return "/srv/orfs/x"
+    if action.metavar == "N":
+        return "3"
     return "sample-value"
 
 

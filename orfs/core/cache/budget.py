@@ -1,6 +1,7 @@
 """The disk budget: which entries eviction takes, and in what order.
 
-Eviction removes least-recently-opened complete entries that no handle pins; an entry
+Eviction removes least-recently-opened entries (complete, or the present ranges of a
+partly fetched one) that no handle pins and no fetch writes to; an entry
 bigger than the limit is served while open and evicted at its last close. Entries come
 in two classes: bytes that can be downloaded again, and adopted bytes (uploaded through
 the mount: the API never serves them, so the cache holds the only copy the mount can
@@ -26,20 +27,20 @@ def victims(entries: Iterable[Entry], used: int, limit: int,
     if used <= limit:
         return
     candidates = sorted(
-        (e for e in entries if e.complete and e.pins == 0),
+        (e for e in entries if e.pins == 0 and not e.fetches and e.held > 0),
         key=lambda e: e.atime,
     )
     for entry in candidates:
         if used <= limit:
             return
         if not entry.adopted:
-            used -= entry.size
+            used -= entry.held
             yield entry
     adopted = adopted_bytes()
     for entry in candidates:
         if used <= limit or adopted <= limit:
             return
         if entry.adopted:
-            used -= entry.size
-            adopted -= entry.size
+            used -= entry.held
+            adopted -= entry.held
             yield entry

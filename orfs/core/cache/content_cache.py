@@ -2,47 +2,45 @@
 docs/CACHE.md).
 
 Content behind a file id never changes, so bytes are cached by id and kept across mounts
-under ``root/content/``. Opening an entry that is not cached starts one streamed
-download into a temporary file under ``root/partial/`` (fetcher.py, writers.py); reads
-wait only for their own range (inflight.py, handle.py). Every download runs in the
-nursery of :meth:`ContentCache.run`, not in the opener's task, so it keeps going when
-the last handle closes (``cat`` opening twice does not restart it) and stops at unmount
-(the partial file is discarded by the next mount: index.py).
+under ``root/content/``, one sparse file per id of the file's full size. The cache knows
+which byte ranges of it are present (entry.py, ranges.py). A read fetches only what it
+is missing, widened to whole blocks, with ranged requests (fetcher.py, writers.py);
+a sequential reader also gets a window ahead of it that grows (readahead.py), fetched
+by several streams at once. Every fetch runs in the nursery of :meth:`ContentCache.run`,
+not in the reader's task, so it goes on when the last handle closes and stops at unmount.
 
-`ContentCache` owns the table of entries and every change to it: open and close, the
-install of a finished download, adopt, drop, eviction (the order is budget.py's).
+`ContentCache` owns the table of entries and every change to it: open and close, what
+a fetch brings, adopt, drop, eviction (the order is budget.py's).
 
 Invariants (single trio thread; each numbered step has no ``await`` inside it):
 
-1. ``ContentCache.open`` checkpoints first and then, synchronously, pins the entry and
-   either opens the complete file, joins the download in flight, or starts one. So
-   there is at most one live download per file id however many opens race.
-2. A download wakes every reader when it finishes or fails (inflight.py).
-3. A temporary file becomes ``content/<name>`` by rename once every byte has arrived,
-   and the index says ``complete`` only after an fsync of it, so after a crash an entry
-   is either complete and intact or discarded. That fsync waits until no handle has
-   the entry open (at most ``SYNC_DELAY_MAX``), or runs at unmount: it competes for the
-   disk and a core with the read that is usually still going. A cached file is used
-   only if the index says complete AND its size on disk equals the recorded size.
-4. Eviction removes unpinned complete entries only, downloadable ones before adopted
-   uploads (budget.py). An id deleted (through the mount, or elsewhere once the
+1. ``ContentCache.need`` starts fetches only for bytes that are neither present nor in a
+   running fetch of the entry, so no byte is requested twice while a request for it
+   runs, however many readers and read-aheads race.
+2. A fetch wakes every reader waiting on it when it finishes or fails (inflight.py).
+   Its bytes join the entry's present ranges in the same step that removes it from the
+   entry's fetches, so a reader always finds a byte in one or the other.
+3. The index lists a range as present only after an fsync of the file that holds it
+   (the ranges are taken before the fsync starts), and says ``complete`` only after an
+   fsync of a complete file. So after a crash, whatever the index says is on disk. A
+   cached file is used only if its size on disk equals the recorded size.
+4. Eviction removes unpinned entries with no fetch running, downloadable ones before
+   adopted uploads (budget.py). An id deleted (through the mount, or elsewhere once the
    namespace notices) is dropped: at once, or at the last close of the handles that
    still read it.
-5. A download's file descriptor belongs to its writer's task (writers.py).
-6. Direct writes: the bytes of a download below ``memory_start`` are in the file, the
-   rest up to ``arrived`` in its ring of buffers (writers.py); the ring goes back to
-   the pool only once the file has every byte and no handle reads it.
+5. A fetch's file descriptor belongs to its writer's task (writers.py).
+6. Direct writes: the bytes of a fetch below ``memory_start`` are in the file, the rest
+   up to ``reached`` in its ring of buffers (writers.py); the ring goes back to the pool
+   once the file has every byte of the fetch.
 
-Known limits: two processes sharing one cache directory would discard each other's
-partial downloads at start (the mount is expected to be the only user of its cache dir).
-Partial downloads are not resumed across mounts.
+Known limits: two processes sharing one cache directory would undo each other's index
+(the mount is expected to be the only user of its cache dir).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -58,6 +56,7 @@ from orfs.core.cache.fetcher import Fetcher
 from orfs.core.cache.handle import CacheHandle
 from orfs.core.cache.index import reconcile
 from orfs.core.cache.inflight import Download, InFlight
+from orfs.core.cache.readahead import PART_MAX, align_down, align_up
 from orfs.core.cache.source import DownloadClient
 from orfs.core.state import State, make_private_dir
 
@@ -67,13 +66,20 @@ log = logging.getLogger(__name__)
 ATIME_FLUSH_SECONDS = 30.0
 # A finished download is fsynced once nobody reads it, or after this many seconds.
 SYNC_DELAY_MAX = 10.0
+# Present ranges of partly fetched files are fsynced and recorded this long after they
+# changed (batched: one fsync for many fetches).
+RANGES_SYNC_DELAY = 1.0
+# A fetch that failed keeps what arrived, in whole pages (O_DIRECT's unit), so the next
+# fetch from there starts aligned.
+_PAGE = 4096
 
 
 class ContentCache:
     """File bytes by id on disk, LRU-evicted above ``max_size`` (adopted uploads last);
     see the module doc."""
 
-    def __init__(self, root: Path, max_size: int, client: DownloadClient, state: State) -> None:
+    def __init__(self, root: Path, max_size: int, client: DownloadClient, state: State,
+                 download_streams: int = 4) -> None:
         self.root = Path(root)
         self.max_size = max_size
         self._client = client
@@ -84,13 +90,15 @@ class ContentCache:
         make_private_dir(self.root)
         make_private_dir(self._content_dir)
         make_private_dir(self._partial_dir)
-        self._fetcher = Fetcher(client, self._pool)
+        self._fetcher = Fetcher(client, self._pool, download_streams)
         self._nursery: trio.Nursery | None = None
         self._entries: dict[str, Entry] = {}
         self._used = 0  # bytes of complete entries in _entries
         self._dirty_atimes: dict[str, float] = {}
         self._active = InFlight()  # downloads whose bytes are in partial/
-        self._unsynced: set[Entry] = set()  # installed downloads awaiting their fsync
+        self._unsynced: set[Entry] = set()  # complete entries awaiting their fsync
+        self._dirty: set[Entry] = set()  # partial entries whose ranges changed
+        self._dirty_wake = trio.Event()
         self._last_time = 0.0
         # statistics
         self._downloads_started = 0
@@ -118,6 +126,7 @@ class ContentCache:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._record_ranges_loop)
                 task_status.started()
                 while True:
                     await trio.sleep(ATIME_FLUSH_SECONDS)
@@ -128,6 +137,9 @@ class ContentCache:
             for entry in list(self._unsynced):
                 self._sync_and_record(entry, self._path(entry))
             self._unsynced.clear()
+            for entry in list(self._dirty):
+                self._record_ranges(entry, entry.present.dumps())
+            self._dirty.clear()
             self.flush()
 
     def flush(self) -> None:
@@ -172,6 +184,8 @@ class ContentCache:
         used, limit = self.usage()
         return {
             "entries": sum(1 for e in self._entries.values() if e.complete),
+            "partial_entries": sum(1 for e in self._entries.values()
+                                   if not e.complete and e.present),
             "bytes_used": used,
             "adopted_bytes": self.adopted_bytes(),
             "max_size": limit,
@@ -183,6 +197,8 @@ class ContentCache:
             "downloads_failed": self._downloads_failed,
             "download_resumes": self._fetcher.resumes,
             "bytes_downloaded": self._fetcher.bytes_downloaded,
+            "download_requests": self._fetcher.requests,
+            "ranges_off": int(self._fetcher.ranged is False),
             "hits": self._hits,
             "evictions": self._evictions,
             "evicted_bytes": self._evicted_bytes,
@@ -194,39 +210,35 @@ class ContentCache:
     # ---- open / close ----------------------------------------------------------------
 
     async def open(self, file: RemoteFile) -> CacheHandle:
-        """Pin ``file``'s entry and return a handle; start (or join) its download if
-        it is not complete. Does not wait for the download."""
-        # Checkpoint first: everything below is one synchronous step (invariant 1).
+        """Pin ``file``'s entry and return a handle. Fetches nothing: reads fetch what
+        they miss (`need`)."""
+        # Checkpoint first: everything below is one synchronous step.
         await trio.lowlevel.checkpoint()
         if self._nursery is None:
             raise RuntimeError("ContentCache.run() is not running")
         now = self._now()
         entry = self._entries.get(file.id)
         fd = -1
-        download: Download | None = None
         if entry is not None and entry.complete:
             fd = self._open_complete(entry)
             if fd < 0:
                 entry = None  # it was damaged and has been discarded
             else:
                 self._hits += 1
+        if entry is not None and fd < 0:
+            fd = self._open_partial(entry)
+            if fd < 0:
+                entry = None
         if entry is None:
             entry = Entry(file.id, disk_name(file.id), file.size, complete=False, atime=now)
             self._entries[file.id] = entry
-        if fd < 0:
-            download = entry.download
-            if download is None or download.error is not None:
-                download = self._start_download(entry, file)
-            else:
-                self._downloads_joined += 1
-            fd = os.open(download.temp_path, os.O_RDONLY | os.O_CLOEXEC)
-            download.readers += 1
+            fd = self._create_sparse(entry)
         entry.dropped = False
         entry.pins += 1
         self._open_handles += 1
         entry.atime = now
         self._dirty_atimes[entry.file_id] = now
-        return CacheHandle(self._unpin, entry, download, fd)
+        return CacheHandle(self, entry, fd)
 
     def _open_complete(self, entry: Entry) -> int:
         """An fd on a complete entry, or -1 after discarding it as damaged."""
@@ -245,87 +257,226 @@ class ContentCache:
         self._forget(entry)
         return -1
 
-    def _unpin(self, entry: Entry) -> None:
+    def _open_partial(self, entry: Entry) -> int:
+        """An fd on a partly present entry's file, or -1 after forgetting it (its file
+        is gone: nothing of it can be served)."""
+        try:
+            return os.open(self._path(entry), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if entry.pins == 0 and not entry.fetches:
+                self._forget(entry)
+                return -1
+            raise
+
+    def _create_sparse(self, entry: Entry) -> int:
+        """Create the entry's file, all holes, at its full size; an fd to read it."""
+        path = self._path(entry)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, entry.size)
+            if entry.size == 0:
+                self._now_complete(entry)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def unpin(self, entry: Entry) -> None:
         entry.pins -= 1
         self._open_handles -= 1
         if entry.pins > 0 or self._entries.get(entry.file_id) is not entry:
             return
         if entry.dropped:
             self._forget(entry)
-        elif not entry.complete and entry.download is None:
-            self._forget(entry)  # its download failed; nothing to keep
+        elif not entry.complete and not entry.present and not entry.fetches:
+            self._forget(entry)  # nothing arrived; nothing to keep
         else:
             self._evict()
 
-    # ---- downloads -------------------------------------------------------------------
+    # ---- fetches ---------------------------------------------------------------------
 
-    def _start_download(self, entry: Entry, file: RemoteFile) -> Download:
+    def need(self, entry: Entry, offset: int, end: int, ahead: int) -> list[Download]:
+        """Have ``[offset, max(end, ahead))`` present or in flight, widened to whole
+        blocks; return the fetches that still have to bring part of ``[offset, end)``
+        (one synchronous step: invariant 1)."""
+        if entry.complete or self._nursery is None:
+            return []
+        lo = align_down(offset)
+        hi = align_up(max(end, ahead), entry.size)
+        started = self._downloads_started
+        for a, b in self._missing(entry, lo, hi):
+            self._start_fetches(entry, a, b)
+        if self._downloads_started == started and not entry.present.covers(offset, end):
+            self._downloads_joined += 1
+        waits = []
+        pos = offset
+        while pos < end:
+            pos = entry.present.run_from(pos)
+            if pos >= end:
+                break
+            d = entry.fetch_at(pos)
+            if d is None:
+                break  # cannot happen: [offset, end) was just asked for
+            if d.reached < min(end, d.end if d.end is not None else end):
+                waits.append(d)
+            if d.end is None:
+                break
+            pos = d.end
+        return waits
+
+    def _missing(self, entry: Entry, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The parts of ``[lo, hi)`` neither present nor in a running fetch."""
+        out = []
+        for a, b in entry.present.gaps(lo, hi):
+            pos = a
+            for d in entry.fetches:
+                d_end = d.end if d.end is not None else max(b, entry.size)
+                if d_end <= pos or d.start >= b:
+                    continue
+                if d.start > pos:
+                    out.append((pos, d.start))
+                pos = max(pos, d_end)
+            if pos < b:
+                out.append((pos, b))
+        return out
+
+    def _start_fetches(self, entry: Entry, a: int, b: int) -> None:
+        """Fetch ``[a, b)``: in parts of at most PART_MAX that end on blocks (or, with
+        ranges off, in one stream up to what is already there)."""
+        if self._fetcher.ranged is False:
+            nxt = [x for x in (entry.present.next_start(a),
+                               *(d.start for d in entry.fetches if d.start > a))
+                   if x is not None]
+            self._start_fetch(entry, a, min(nxt) if nxt else None)
+            return
+        while a < b:
+            stop = min(b, align_down(a + PART_MAX) if a + PART_MAX < b else b)
+            if stop <= a:
+                stop = b
+            self._start_fetch(entry, a, None if stop >= entry.size else stop)
+            a = stop
+
+    def _start_fetch(self, entry: Entry, start: int, end: int | None) -> None:
         assert self._nursery is not None
-        fd, temp = tempfile.mkstemp(prefix=entry.name + ".", dir=self._partial_dir)
-        download = Download(Path(temp))
-        entry.download = download
+        # Room first, so the directory holds no more than the limit (invariant 4).
+        self._evict(incoming=(entry.size if end is None else end) - start)
+        download = Download(self._path(entry), start, end, file_size=entry.size)
+        entry.add_fetch(download)
         self._active.add(download)
+        if entry.limiter is None:
+            entry.limiter = trio.CapacityLimiter(self._fetcher.streams)
         self._downloads_started += 1
-        log.debug("download %s (%d bytes expected) started", file.id, file.size)
-        self._nursery.start_soon(self._run_download, entry, download, fd, file.size)
-        return download
+        log.debug("fetch %s [%d, %s) started", entry.file_id, start, end)
+        self._nursery.start_soon(self._run_fetch, entry, download)
 
-    async def _run_download(
-        self, entry: Entry, download: Download, fd: int, expected: int
-    ) -> None:
-        assert self._nursery is not None
+    async def _run_fetch(self, entry: Entry, download: Download) -> None:
+        assert self._nursery is not None and entry.limiter is not None
         done = await self._fetcher.fetch(
-            self._nursery, entry.file_id, download, fd, expected,
-            failed=lambda error: self._abandon(entry, download, error))
-        if done and self._install_download(entry, download, synced=False):
-            # The fsync comes later (invariant 3).
-            self._unsynced.add(entry)
-            self._nursery.start_soon(self._sync_when_idle, entry)
+            self._nursery, entry.file_id, download, entry.limiter,
+            failed=lambda error: self._fetch_failed(entry, download, error),
+            sized=lambda size: self._resize(entry, size))
+        if done:
+            self._fetch_done(entry, download)
 
-    def _abandon(self, entry: Entry, download: Download, error: ContentUnavailable) -> None:
-        unlink_quietly(download.temp_path)  # open handles keep their own fds
+    def _live(self, entry: Entry) -> bool:
+        return self._entries.get(entry.file_id) is entry
+
+    def _add_present(self, entry: Entry, start: int, end: int) -> None:
+        if not entry.complete and self._live(entry):
+            end = min(end, entry.size)
+            self._used += entry.present.add(start, end)
+            self._mark_dirty(entry)
+
+    def _fetch_done(self, entry: Entry, download: Download) -> None:
+        """Every byte of a fetch is in the file (one synchronous step: invariant 2)."""
         self._active.discard(download)
+        entry.remove_fetch(download)
+        if download.end is None and download.reached < entry.size:
+            self._resize(entry, download.reached)  # the file ended sooner than listed
+        self._add_present(entry, download.start, download.reached)
+        download.finish(None)
+        if (self._live(entry) and not entry.complete
+                and entry.present.covers(0, entry.size)):
+            self._now_complete(entry)
+        self._evict()
+
+    def _fetch_failed(self, entry: Entry, download: Download,
+                      error: ContentUnavailable) -> None:
+        self._active.discard(download)
+        entry.remove_fetch(download)
+        if download.written:
+            # What arrived is in the file (the writer closed): keep its whole pages.
+            keep = download.reached - (download.reached - download.start) % _PAGE
+            self._add_present(entry, download.start, keep)
         download.finish(error)
         self._downloads_failed += 1
-        log.warning("download %s failed after %d bytes: %s",
-                    entry.file_id, download.arrived, error.reason)
-        if entry.download is download:
-            entry.download = None
-        if (self._entries.get(entry.file_id) is entry and not entry.complete
-                and entry.pins == 0):
+        log.warning("download %s failed at byte %d: %s",
+                    entry.file_id, download.reached, error.reason)
+        if (self._live(entry) and not entry.complete and entry.pins == 0
+                and not entry.present and not entry.fetches):
             self._forget(entry)
 
-    def _install_download(self, entry: Entry, download: Download, synced: bool) -> bool:
-        """Move a finished download into ``content/`` (one synchronous step); False if
-        it was not kept."""
-        self._active.discard(download)
-        if entry.download is download:
-            entry.download = None
-        live = self._entries.get(entry.file_id) is entry
-        if not live or entry.complete or entry.dropped:
-            # Removed meanwhile, or adopted from an upload while it downloaded.
-            unlink_quietly(download.temp_path)
-            if live and entry.dropped and entry.pins == 0:
-                self._forget(entry)
-            return False
-        self._evict(incoming=download.arrived)
+    def _resize(self, entry: Entry, size: int) -> None:
+        """The server says the file has ``size`` bytes, not what was listed."""
+        if size == entry.size or not self._live(entry) or entry.complete:
+            return
+        log.warning("file %s: listed as %d bytes, the server has %d; keeping what it has",
+                    entry.file_id, entry.size, size)
         try:
-            os.rename(download.temp_path, self._path(entry))
+            os.truncate(self._path(entry), size)
         except OSError as exc:
-            log.warning("could not keep the download of %s: %s", entry.file_id, exc)
-            unlink_quietly(download.temp_path)
-            if entry.pins == 0:
-                self._forget(entry)
-            return False
+            log.warning("could not resize the cache file of %s: %s", entry.file_id, exc)
+        before = entry.present.total
+        entry.present.clip(size)
+        self._used -= before - entry.present.total
+        entry.size = size
+        for d in entry.fetches:
+            d.file_size = size
+        self._mark_dirty(entry)
+
+    def _now_complete(self, entry: Entry) -> None:
+        """Every byte is present: served as a complete file from now on; the index says
+        so after an fsync (invariant 3)."""
+        self._used -= entry.present.total
         entry.complete = True
-        entry.size = download.arrived
+        entry.present = type(entry.present)()
         self._used += entry.size
-        # Complete in the index only once the bytes are on disk (invariant 3).
-        self._state.content_put(entry.file_id, size=entry.size, complete=synced,
-                                atime=entry.atime, adopted=entry.adopted)
-        self._dirty_atimes.pop(entry.file_id, None)
-        self._evict()
-        return True
+        self._dirty.discard(entry)
+        self._unsynced.add(entry)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._sync_when_idle, entry)
+
+    # ---- the index of present ranges ---------------------------------------------------
+
+    def _mark_dirty(self, entry: Entry) -> None:
+        if not entry.complete:
+            self._dirty.add(entry)
+            self._dirty_wake.set()
+
+    async def _record_ranges_loop(self) -> None:
+        """Record the present ranges of partly fetched files, a little after they
+        change: the ranges first, then an fsync, then the index (invariant 3)."""
+        while True:
+            await self._dirty_wake.wait()
+            await trio.sleep(RANGES_SYNC_DELAY)
+            self._dirty_wake = trio.Event()
+            batch, self._dirty = self._dirty, set()
+            for entry in batch:
+                if not self._live(entry) or entry.complete:
+                    continue
+                ranges = entry.present.dumps()
+                path = self._path(entry)
+                with trio.CancelScope(shield=True):  # short; lets unmount keep them
+                    synced = await trio.to_thread.run_sync(fsync_path, path)
+                if synced and self._live(entry) and not entry.complete:
+                    self._state.content_put(entry.file_id, size=entry.size, complete=False,
+                                            atime=entry.atime, adopted=entry.adopted,
+                                            ranges=ranges)
+
+    def _record_ranges(self, entry: Entry, ranges: str) -> None:
+        if self._live(entry) and not entry.complete and fsync_path(self._path(entry)):
+            self._state.content_put(entry.file_id, size=entry.size, complete=False,
+                                    atime=entry.atime, adopted=entry.adopted, ranges=ranges)
 
     async def _sync_when_idle(self, entry: Entry) -> None:
         """The fsync of a finished download, once no handle reads it (invariant 3)."""
@@ -365,8 +516,9 @@ class ContentCache:
         if not entry.complete:
             self._evict(incoming=size)  # room first (see _evict)
         os.replace(staged, path)
-        if entry.complete:
-            self._used -= entry.size
+        self._used -= entry.held
+        entry.present = type(entry.present)()
+        self._dirty.discard(entry)
         entry.complete = True
         entry.size = size
         entry.adopted = True
@@ -374,8 +526,8 @@ class ContentCache:
         entry.atime = self._now()
         self._used += size
         self._adopted += 1
-        # An in-flight download of the same id finds the entry complete and discards
-        # its copy (_install_download).
+        # A fetch in flight of the same id writes into the file this one replaced, and
+        # finds the entry complete when it ends (_add_present keeps nothing of it).
         if self._nursery is not None:
             self._nursery.start_soon(self._sync_adopted, entry)
         else:
@@ -418,14 +570,15 @@ class ContentCache:
         if self._entries.get(entry.file_id) is entry:
             del self._entries[entry.file_id]
         self._unsynced.discard(entry)
+        self._dirty.discard(entry)
         self._dirty_atimes.pop(entry.file_id, None)
         self._state.content_remove(entry.file_id)
-        if entry.complete:
-            entry.complete = False
-            self._used -= entry.size
-            unlink_quietly(self._path(entry))
-        if entry.download is not None and not entry.download.finished:
-            entry.download.cancel_scope.cancel()
+        self._used -= entry.held
+        entry.complete = False
+        entry.present = type(entry.present)()
+        unlink_quietly(self._path(entry))
+        for download in list(entry.fetches):
+            download.cancel_scope.cancel()
 
     def _evict(self, incoming: int = 0) -> None:
         """Bring usage under the limit by removing unpinned complete entries, in the
@@ -442,12 +595,12 @@ class ContentCache:
                 log.info("evicting %s (%d bytes) from the cache: it was uploaded through "
                          "this mount and the API does not serve it, so it can no longer "
                          "be read back (--cache-max-size %d is smaller than the uploads "
-                         "it holds)", entry.file_id, entry.size, limit)
+                         "it holds)", entry.file_id, entry.held, limit)
             self._evict_entry(entry)
 
     def _evict_entry(self, entry: Entry) -> None:
         self._evictions += 1
-        self._evicted_bytes += entry.size
-        log.debug("evicting %s (%d bytes)", entry.file_id, entry.size)
+        self._evicted_bytes += entry.held
+        log.debug("evicting %s (%d bytes)", entry.file_id, entry.held)
         self._forget(entry)
 

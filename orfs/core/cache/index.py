@@ -14,6 +14,7 @@ from pathlib import Path
 
 from orfs.core.cache.disk import disk_name, unlink_quietly
 from orfs.core.cache.entry import Entry
+from orfs.core.cache.ranges import RangeSet
 from orfs.core.state import State
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,8 @@ log = logging.getLogger(__name__)
 
 def reconcile(state: State, content_dir: Path, partial_dir: Path
               ) -> tuple[dict[str, Entry], int, int]:
-    """Keep only complete, intact entries: (entries by id, their bytes, how many were
-    discarded as damaged)."""
+    """Keep only intact entries, complete or with present ranges: (entries by id, their
+    bytes, how many were discarded as damaged)."""
     entries: dict[str, Entry] = {}
     used = discarded = 0
     for leftover in os.scandir(partial_dir):
@@ -42,6 +43,15 @@ def reconcile(state: State, content_dir: Path, partial_dir: Path
                 adopted=rec.adopted,
             )
             used += rec.size
+            kept.add(name)
+        elif not rec.complete and on_disk.get(name) == rec.size and (
+                present := RangeSet.loads(rec.ranges)):
+            present.clip(rec.size)
+            entries[rec.file_id] = Entry(
+                rec.file_id, name, rec.size, complete=False, atime=rec.atime,
+                adopted=rec.adopted, present=present,
+            )
+            used += present.total
             kept.add(name)
         else:
             if rec.complete:

@@ -1,5 +1,8 @@
-"""Downloads in flight: each one's progress and the readers waiting on it, and the table
-of those whose bytes are still in ``partial/``.
+"""Fetches in flight: each one's progress and the readers waiting on it, and the table
+of every running fetch of the mount.
+
+A `Download` is one ranged request: bytes ``[start, end)`` of a file (``end`` None: to
+the file's end, as the server says), written at their place in the file's sparse copy.
 
 Invariant (one trio thread): a download wakes its waiters after each chunk only when the
 smallest waited-for end has arrived (a heap peek per chunk), and wakes all of them when
@@ -27,14 +30,19 @@ class RingMemory(Protocol):
 
 
 class Download:
-    """One streamed download into a temporary file, and the readers waiting on it."""
+    """One streamed fetch of ``[start, end)`` into the file at ``path``, and the readers
+    waiting on it. Positions given to `wait_for` and `first_due` are the file's."""
 
-    __slots__ = ("temp_path", "arrived", "finished", "error", "cancel_scope", "_waiters",
-                 "_seq", "woke", "memory", "readers", "written")
+    __slots__ = ("path", "start", "end", "arrived", "finished", "error", "cancel_scope",
+                 "_waiters", "_seq", "woke", "memory", "readers", "written", "file_size")
 
-    def __init__(self, temp_path: Path) -> None:
-        self.temp_path = temp_path
-        self.arrived = 0  # bytes written to temp_path, contiguous from 0
+    def __init__(self, path: Path, start: int = 0, end: int | None = None,
+                 file_size: int = 0) -> None:
+        self.path = path
+        self.start = start
+        self.end = end  # None: to the end of the file
+        self.file_size = file_size  # the file's length (writers.DirectWriter's last write)
+        self.arrived = 0  # bytes that arrived, contiguous from start
         self.finished = False  # no more bytes will arrive (success or failure)
         self.error: ContentUnavailable | None = None
         self.cancel_scope = trio.CancelScope()
@@ -44,8 +52,17 @@ class Download:
         # Direct writes: the ring that holds the newest bytes (see DirectWriter), until
         # the file has every byte and no handle reads it; None otherwise.
         self.memory: RingMemory | None = None
-        self.readers = 0  # handles that read through this download
+        self.readers = 0  # readers in the middle of a read through this download
         self.written = False  # every byte is in the file (the writer closed it)
+
+    @property
+    def reached(self) -> int:
+        """The file position up to which bytes have arrived."""
+        return self.start + self.arrived
+
+    def covers(self, pos: int) -> bool:
+        """``pos`` is in this fetch's range."""
+        return self.start <= pos and (self.end is None or pos < self.end)
 
     def release(self) -> None:
         """The handle of a reader closed, or the writer finished: once both are true,
@@ -58,8 +75,9 @@ class Download:
         """Called by the downloader after each chunk: cheap unless a waiter is due."""
         self.arrived += n
         w = self._waiters
-        if w and w[0][0] <= self.arrived:
-            while w and w[0][0] <= self.arrived:
+        reached = self.start + self.arrived
+        if w and w[0][0] <= reached:
+            while w and w[0][0] <= reached:
                 heapq.heappop(w)[2].set()
             self.woke = True
 
@@ -76,14 +94,15 @@ class Download:
         before the rest of the chunk is written."""
         w = self._waiters
         if w:
-            k = w[0][0] - self.arrived
+            k = w[0][0] - self.start - self.arrived
             if 0 < k < n:
                 return k
         return 0
 
     async def wait_for(self, end: int) -> None:
-        """Return once ``end`` bytes have arrived or the download finished."""
-        if self.finished or self.arrived >= end:
+        """Return once bytes up to file position ``end`` have arrived or the fetch
+        finished."""
+        if self.finished or self.start + self.arrived >= end:
             await trio.lowlevel.checkpoint()
             return
         event = trio.Event()
@@ -103,8 +122,8 @@ async def let_readers_reply(download: Download) -> None:
 
 
 class InFlight:
-    """The downloads whose bytes are in ``partial/``: running, or finished and not yet
-    moved into ``content/``. They count against the disk budget."""
+    """Every fetch of the mount that has not ended: what arrived of them counts against
+    the disk budget until it joins its entry's present ranges."""
 
     def __init__(self) -> None:
         self._downloads: set[Download] = set()
@@ -116,7 +135,7 @@ class InFlight:
         self._downloads.discard(download)
 
     def arrived(self) -> int:
-        """Bytes on disk in ``partial/``."""
+        """Bytes that arrived in fetches not yet ended."""
         return sum(d.arrived for d in self._downloads)
 
     def running(self) -> int:

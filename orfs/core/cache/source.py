@@ -1,4 +1,4 @@
-"""What the cache needs of the API client: a streamed download from an offset."""
+"""What the cache needs of the API client: a streamed download of a range."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ class DownloadStream(Protocol):
     @property
     def size(self) -> int | None: ...
 
+    @property
+    def total_size(self) -> int | None: ...
+
+    @property
+    def ranged(self) -> bool | None: ...
+
     def iter_bytes(self) -> AsyncIterator[bytes]: ...
 
 
@@ -20,5 +26,5 @@ class DownloadClient(Protocol):
     """The part of the API client the cache uses."""
 
     def download(
-        self, file_id: str, offset: int = 0
+        self, file_id: str, offset: int = 0, length: int | None = None
     ) -> AbstractAsyncContextManager[DownloadStream]: ...

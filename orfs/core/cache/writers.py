@@ -1,4 +1,4 @@
-"""Writing a download into its file in ``partial/``: two ways, one interface.
+"""Writing a fetch into its place in the file's sparse copy: two ways, one interface.
 
 `ChunkWriter` writes each chunk as it comes. `DirectWriter` writes with O_DIRECT from a
 ring of page-aligned buffers (from `buffers.BufferPool`), in worker threads, and answers
@@ -95,8 +95,8 @@ class Writer(abc.ABC):
 
 
 class ChunkWriter(Writer):
-    """Writes a download's chunks to its file as they come (one ``os.write`` each, no
-    fsync per chunk) and advances the download; ``run`` does the final fsync and the
+    """Writes a fetch's chunks at their place as they come (one ``os.pwrite`` each, no
+    fsync per chunk) and advances the fetch; ``run`` does the final fsync and the
     close."""
 
     inline = True
@@ -110,7 +110,7 @@ class ChunkWriter(Writer):
         if self.error is not None:
             raise self._failure()
         try:
-            _write_all(self._fd, chunk)
+            _pwrite_all(self._fd, memoryview(chunk), self._download.start + self.accepted)
         except OSError as exc:
             self.error = exc
             raise self._failure() from exc
@@ -160,6 +160,7 @@ class DirectWriter(Writer):
     def __init__(self, fd: int, download: Download, pool: buffers.BufferPool) -> None:
         super().__init__(fd, download)  # fd: opened with O_DIRECT
         self._buffered = False  # O_DIRECT refused after all: plain writes (see _write)
+        self.refused = False
         self._pool = pool
         self._slots: list[tuple[mmap.mmap, memoryview]] = []
         self._index = 0    # number of the buffer being filled, counted from the start
@@ -235,12 +236,12 @@ class DirectWriter(Writer):
     def memory_start(self) -> int:
         """Where the bytes still in the ring begin (see the invariants)."""
         last = self._index if self._fill else self._index - 1  # the last buffer begun
-        return max(0, last - RING_BUFFERS + 1) * buffers.BUFFER_SIZE
+        return self._download.start + max(0, last - RING_BUFFERS + 1) * buffers.BUFFER_SIZE
 
     def read(self, fd: int, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset`` of what has arrived (short at its end): from the
         ring, and what left it from the file through ``fd``."""
-        end = min(offset + size, self._download.arrived)
+        end = min(offset + size, self._download.reached)
         if offset >= end:
             return b""
         start = self.memory_start
@@ -252,8 +253,9 @@ class DirectWriter(Writer):
 
     def _copy_out(self, start: int, end: int) -> bytes:
         parts = []
+        base = self._download.start
         while start < end:
-            k, at = divmod(start, buffers.BUFFER_SIZE)
+            k, at = divmod(start - base, buffers.BUFFER_SIZE)
             n = min(end - start, buffers.BUFFER_SIZE - at)
             parts.append(self._slots[k % RING_BUFFERS][1][at:at + n])
             start += n
@@ -276,7 +278,8 @@ class DirectWriter(Writer):
                     first, end = self._written, self._index
                     views = [self._slots[k % RING_BUFFERS][1] for k in range(first, end)]
                     try:
-                        await self._write(views, first * buffers.BUFFER_SIZE)
+                        await self._write(
+                            views, self._download.start + first * buffers.BUFFER_SIZE)
                     except OSError as exc:
                         self.error = exc
                     else:
@@ -295,14 +298,28 @@ class DirectWriter(Writer):
             self._closed()
 
     async def _write_last(self) -> None:
-        at = self._index * buffers.BUFFER_SIZE
+        at = self._download.start + self._index * buffers.BUFFER_SIZE
         size = -(-self._fill // _ALIGN) * _ALIGN
         view = self._slots[self._index % RING_BUFFERS][1]
         try:
+            if size != self._fill and at + self._fill < self._download.file_size:
+                # A partial page inside the file (a fetch that failed midway): rounding
+                # up would overwrite what follows. Written plainly instead.
+                await trio.to_thread.run_sync(self._write_plain, view[:self._fill], at)
+                return
             await self._write([view[:size]], at)
-            os.ftruncate(self._fd, at + self._fill)
+            if size != self._fill:
+                # The rounded-up tail of the file's last page: cut back to its length.
+                os.ftruncate(self._fd, max(at + self._fill, self._download.file_size))
         except OSError as exc:
             self.error = exc
+
+    def _write_plain(self, view: memoryview, at: int) -> None:
+        fd = os.open(self._download.path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            _pwrite_all(fd, view, at)
+        finally:
+            os.close(fd)
 
     async def _write(self, views: list[memoryview], offset: int) -> None:
         try:
@@ -314,9 +331,9 @@ class DirectWriter(Writer):
             # above ours, say): go on with plain writes of the same buffers.
             log.info("O_DIRECT writes refused by the cache's filesystem (%s): plain "
                      "writes", exc.strerror)
-            fd = os.open(self._download.temp_path, os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(self._download.path, os.O_WRONLY | os.O_CLOEXEC)
             os.close(self._fd)
-            self._fd, self._buffered = fd, True
+            self._fd, self._buffered, self.refused = fd, True, True
             await trio.to_thread.run_sync(_pwritev_all, self._fd, views, offset)
 
 
@@ -330,13 +347,6 @@ def open_direct(path: Path) -> int:
     except OSError as exc:
         log.debug("no O_DIRECT for the cache (%s): plain writes", exc.strerror)
         return -1
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    """Append ``data``; a short write continues."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
