@@ -73,7 +73,7 @@ def mount_status(tables: Tables, info: Mapping[str, object]) -> dict[str, object
         "failed": failed,
         "failed_count": len(failed),
         "local": len(live),
-        "cache": {"used": used, "limit": limit},
+        "cache": {"used": used, "limit": limit, **tables.content.fetch_counts()},
         "requests": tables.client.stats(),
         "errors_last_hour": errors,
         "errors_count": len(errors),

@@ -1071,3 +1071,26 @@ async def test_a_download_deleted_elsewhere_that_still_streams_is_read_to_its_en
         assert os.listdir(tmp_path / "content") == []
         assert cache.usage()[0] == 0
         assert cache.statistics()["entries"] == 0
+
+
+async def test_a_writer_stopped_before_its_last_write_keeps_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An unmount can stop a direct writer while its last, partial buffer is still in
+    # memory: the fetch must then count as failed (nothing marked present), never as
+    # finished with a hole where its bytes should be.
+    monkeypatch.setattr(writers, "DIRECT_WRITES", True)
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    os.truncate(path, 10)
+    fetch = Download(path, 0, None, file_size=10)
+    fd = writers.open_direct(path)
+    assert fd >= 0  # O_DIRECT works where the tests run
+    writer = writers.DirectWriter(fd, fetch, buffers.BufferPool())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        writer.put(b"0123456789")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert writer.closed.is_set() and fetch.written
+    assert not writer.done and not fetch.kept
+    assert path.read_bytes() == bytes(10)  # indeed not written

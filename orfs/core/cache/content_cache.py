@@ -180,6 +180,13 @@ class ContentCache:
         """Bytes held that the API will not serve again (adopted uploads)."""
         return sum(e.size for e in self._entries.values() if e.complete and e.adopted)
 
+    def fetch_counts(self) -> dict[str, int]:
+        """What the status shows of the fetches: bytes received, requests made, and
+        whether the server was found to ignore ranges."""
+        return {"downloaded": self._fetcher.bytes_downloaded,
+                "download_requests": self._fetcher.requests,
+                "ranges_off": int(self._fetcher.ranged is False)}
+
     def statistics(self) -> dict[str, int]:
         used, limit = self.usage()
         return {
@@ -404,8 +411,8 @@ class ContentCache:
                       error: ContentUnavailable) -> None:
         self._active.discard(download)
         entry.remove_fetch(download)
-        if download.written:
-            # What arrived is in the file (the writer closed): keep its whole pages.
+        if download.written and download.kept:
+            # What arrived is in the file (the writer finished): keep its whole pages.
             keep = download.reached - (download.reached - download.start) % _PAGE
             self._add_present(entry, download.start, keep)
         download.finish(error)

@@ -130,6 +130,10 @@ class Fetcher:
         if writer.error is not None:
             failed(writer._failure())
             return False
+        if not writer.done:
+            # The writer was stopped (unmount) before its last bytes were written.
+            failed(ContentUnavailable("download stopped: unmounting"))
+            return False
         # Every byte is in the file: readers stop waiting now, before the fsync.
         self.completed += 1
         log.debug("fetch %s [%d, %d) finished", file_id, download.start, download.reached)

@@ -34,7 +34,7 @@ class Download:
     waiting on it. Positions given to `wait_for` and `first_due` are the file's."""
 
     __slots__ = ("path", "start", "end", "arrived", "finished", "error", "cancel_scope",
-                 "_waiters", "_seq", "woke", "memory", "readers", "written", "file_size")
+                 "_waiters", "_seq", "woke", "memory", "readers", "written", "kept", "file_size")
 
     def __init__(self, path: Path, start: int = 0, end: int | None = None,
                  file_size: int = 0) -> None:
@@ -53,7 +53,8 @@ class Download:
         # the file has every byte and no handle reads it; None otherwise.
         self.memory: RingMemory | None = None
         self.readers = 0  # readers in the middle of a read through this download
-        self.written = False  # every byte is in the file (the writer closed it)
+        self.written = False  # the writer closed the file
+        self.kept = False  # ... after writing every byte that arrived (not cancelled)
 
     @property
     def reached(self) -> int:

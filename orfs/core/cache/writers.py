@@ -48,6 +48,7 @@ class Writer(abc.ABC):
         self.accepted = 0  # bytes taken so far
         self.error: OSError | None = None
         self.synced = False
+        self.done = False  # every byte taken is in the file (False if cancelled first)
         self.closed = trio.Event()
         self._sync = False
 
@@ -90,6 +91,7 @@ class Writer(abc.ABC):
     def _closed(self) -> None:
         os.close(self._fd)
         self._download.written = True
+        self._download.kept = self.done
         self._download.release()
         self.closed.set()
 
@@ -132,6 +134,7 @@ class ChunkWriter(Writer):
 
     async def run(self) -> None:
         try:
+            self.done = True  # each chunk was written as it came
             await self._closing.wait()
             await self._sync_if_asked()
         finally:
@@ -293,6 +296,7 @@ class DirectWriter(Writer):
                 await self._wake.wait()
             if self.error is None and self._fill:
                 await self._write_last()
+            self.done = self.error is None
             await self._sync_if_asked()
         finally:
             self._closed()
