@@ -3,10 +3,12 @@
 The public face is this module; the parts, one job each:
 
     content_cache.py  `ContentCache`: the table of entries and every change to it
-    handle.py         `CacheHandle`: one open file's reads; releases by a callback
-    entry.py          `Entry`: what is present of one id, its pins
-    inflight.py       a download in flight and its waiting readers; the in-flight table
-    fetcher.py        runs a download: writer, stream, resume
+    handle.py         `CacheHandle`: one open file's reads: ask, wait, read
+    entry.py          `Entry`: what is present of one id, its fetches, its pins
+    ranges.py         `RangeSet`: present byte ranges
+    readahead.py      `ReadAhead`: sequential reads and their window; the sizes
+    inflight.py       a ranged fetch and its waiting readers; the in-flight table
+    fetcher.py        runs a fetch under the stream limits: writer, stream, resume
     writers.py        writes a download into its file (O_DIRECT ring, or plain)
     buffers.py        the pool of page-aligned buffers the rings take
     budget.py         which entries eviction takes, in what order

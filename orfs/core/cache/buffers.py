@@ -7,7 +7,7 @@ import mmap
 
 BUFFER_SIZE = 1024 * 1024  # one FUSE read request, at most
 POOL_KEEP = 8              # idle buffers kept for the next downloads (already touched)
-RINGS_MAX = 16             # downloads with a ring at once (48 MiB); more write plainly
+RINGS_MAX = 8              # fetches with a ring at once (24 MiB); more write plainly
 
 
 class BufferPool:
