@@ -8,6 +8,10 @@ of docs/PERFORMANCE.md side by side with its baseline in one run: orfs and the b
 alternate, each repeated, and the ratio is the ratio of the medians. Prints a
 table with PASS/FAIL against each target and writes the same as JSON (--json).
 
+`--profile wan` runs other rows against an emulator at a distance (added latency, a
+bandwidth cap per transfer): every orfs sample in a fresh mount with an empty cache,
+the folder listed before the timed command, against direct (ranged) HTTP requests.
+
 Everything it starts is stopped by PID and every mount is unmounted in a
 `finally`, also on Ctrl-C. See docs/PERFORMANCE.md for what each row measures.
 """
@@ -23,6 +27,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import secrets
 import shutil
 import signal
@@ -70,6 +75,19 @@ os.close(fd)
 print(json.dumps({"ttfb": t1 - t0, "seconds": t2 - t0, "bytes": total}))
 """
 
+# Reads at given places of one file, as a subprocess: argv[2:] are OFFSET:LENGTH pairs,
+# read in order with pread through one descriptor. Timed from open to the last read.
+PREADER = """
+import json, os, sys, time
+spans = [tuple(map(int, a.split(":"))) for a in sys.argv[2:]]
+t0 = time.perf_counter()
+fd = os.open(sys.argv[1], os.O_RDONLY)
+total = sum(len(os.pread(fd, length, offset)) for offset, length in spans)
+seconds = time.perf_counter() - t0
+os.close(fd)
+print(json.dumps({"seconds": seconds, "bytes": total}))
+"""
+
 # os.stat of every name listed in a file, as a subprocess; prints the seconds taken.
 STATTER = """
 import os, sys, time
@@ -103,6 +121,17 @@ FULL = Plan("full", big=100 * MiB, growth=(1 * MiB, 10 * MiB), reps=5, small_rep
 QUICK = Plan("quick", big=20 * MiB, growth=(1 * MiB, 10 * MiB), reps=3, small_reps=3,
              many=2_000, parallel=8, parallel_size=5 * MiB)
 GROUPS = ("cold", "warm", "write", "list", "parallel")
+
+# The WAN profile: the emulator as a service at a distance (docs/PERFORMANCE.md).
+WAN_LATENCY_MS = 40.0
+WAN_BANDWIDTH = "16M"
+WAN_BIG = 64 * MiB  # the file of the sequential, tail, random and first-bytes rows
+WAN_PARALLEL, WAN_PARALLEL_SIZE = 8, 8 * MiB
+WAN_STREAMS = 4  # direct ranged streams of the strongest sequential baseline
+WAN_RANDOM_READS, WAN_RANDOM_SIZE, WAN_RANDOM_SEED = 20, 4 * KiB, 20261206
+WAN_TAIL = 64 * KiB
+WAN_GROUPS = ("sequential", "tail", "random", "first", "parallel")
+PROFILES = {"loopback": GROUPS, "wan": WAN_GROUPS}
 
 
 # --------------------------------------------------------------------- the results
@@ -353,6 +382,26 @@ class Emulator:
         seconds = time.perf_counter() - t0
         return ttfb or seconds, seconds, total
 
+    def download_range(self, file_id: str, first: int, last: int) -> tuple[float, int]:
+        """A streamed ``Range: bytes=first-last`` download to nowhere: (seconds, bytes)."""
+        total = 0
+        t0 = time.perf_counter()
+        with self.client.stream("GET", f"files/{file_id}/content",
+                                headers={"Range": f"bytes={first}-{last}"}) as r:
+            r.raise_for_status()
+            for chunk in r.iter_raw():
+                total += len(chunk)
+        seconds = time.perf_counter() - t0
+        if total != last - first + 1:
+            raise BenchError(f"bytes {first}-{last} of {file_id}: got {total} bytes")
+        return seconds, total
+
+    def bytes_sent(self) -> int:
+        """File content body bytes the emulator sent since the last reset."""
+        r = self.client.get("_emulator/stats")
+        r.raise_for_status()
+        return int(r.json()["bytes_sent"])
+
     def upload(self, path: Path, name: str) -> tuple[float, str]:
         """A multipart upload streamed from disk: (seconds, file id)."""
         t0 = time.perf_counter()
@@ -457,6 +506,18 @@ def read_file(path: Path, size: int) -> tuple[float, float]:
     return float(out["ttfb"]), float(out["seconds"])
 
 
+def read_spans(path: Path, spans: list[tuple[int, int]]) -> float:
+    """Seconds the PREADER subprocess takes to read `spans` (offset, length) of `path`."""
+    argv = [PYTHON, "-I", "-c", PREADER, str(path), *(f"{o}:{n}" for o, n in spans)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    if done.returncode != 0:
+        raise BenchError(f"reading {path} failed: {done.stderr.strip()[-500:]}")
+    out = json.loads(done.stdout)
+    if out["bytes"] != sum(n for _, n in spans):
+        raise BenchError(f"read {out['bytes']} bytes of {path} in {len(spans)} reads")
+    return float(out["seconds"])
+
+
 def run_tool(argv: list[str]) -> float:
     """Seconds a command takes, start to exit; it must succeed."""
     t0 = time.perf_counter()
@@ -509,6 +570,8 @@ class Bench:
         self.env = {**os.environ, "OPENROUTER_API_KEY": self.key}
         self.mount_args: list[str] = list(args.mount_arg)
         self.emulator_args = ["--latency-ms", str(args.latency_ms)] if args.latency_ms else []
+        if args.bandwidth:
+            self.emulator_args += ["--bandwidth", args.bandwidth]
         self.rss: list[tuple[str, float]] = []  # (which mount, peak RSS in MiB)
         self.mount_broken: str | None = None
         self.serial = 0
@@ -746,10 +809,10 @@ class Bench:
             stat.notes.append(f"the stat loop took {fmt(statistics.median(stat_seconds), 's')}"
                               " (median)")
 
-    def parallel(self, row: Row) -> None:
+    def parallel(self, row: Row, k: int = 0, size: int = 0) -> None:
         """N `cat` of different files at once through a fresh mount, vs N concurrent
-        direct downloads."""
-        k, size = self.plan.parallel, self.plan.parallel_size
+        direct downloads (N and the size: the plan's unless given)."""
+        k, size = k or self.plan.parallel, size or self.plan.parallel_size
         label = size_label(size).replace(" ", "")
         names = [f"par-{i}-{label}.bin" for i in range(k)]
         ids = [self.output(name, size)[0] for name in names]
@@ -780,6 +843,82 @@ class Bench:
             self.emu.download(file_id)
         for rep in range(self.plan.reps):
             alternate(rep, through_orfs, direct, [row])
+
+    # the WAN rows: each orfs sample in a fresh mount with an empty cache, the folder
+    # listed once before the timed command
+
+    @contextlib.contextmanager
+    def listed_mount(self, label: str) -> Iterator[Path]:
+        with self.orfs_mount(label) as mnt:
+            os.listdir(mnt)
+            self.emu.reset_stats()
+            yield mnt
+
+    def wan_sequential(self, streams: Row, single: Row, ratio: Row) -> None:
+        """`dd bs=1M` of the file vs several ranged direct streams at once and vs one
+        direct stream; the bytes the emulator sent for the dd vs the file's size."""
+        name = "wan-seq.bin"
+        file_id, _ = self.output(name, WAN_BIG)
+        quarter = -(-WAN_BIG // WAN_STREAMS)
+        spans = [(i, min(i + quarter, WAN_BIG) - 1) for i in range(0, WAN_BIG, quarter)]
+
+        def direct() -> None:
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(len(spans)) as pool:
+                got = sum(r[1] for r in pool.map(lambda s: self.emu.download_range(
+                    file_id, *s), spans))
+            streams.baseline.append(mibps(got, time.perf_counter() - t0))
+            _, seconds, got = self.emu.download(file_id)
+            if got != WAN_BIG:
+                raise BenchError(f"direct download gave {got} bytes of {WAN_BIG}")
+            single.baseline.append(mibps(WAN_BIG, seconds))
+            ratio.baseline.append(WAN_BIG / MiB)
+
+        def through_orfs() -> None:
+            with self.listed_mount("dd bs=1M") as mnt:
+                rate = mibps(WAN_BIG, run_tool(["dd", f"if={mnt / name}", "of=/dev/null",
+                                                "bs=1M"]))
+                sent = self.emu.bytes_sent()
+            streams.orfs.append(rate)
+            single.orfs.append(rate)
+            ratio.orfs.append(sent / MiB)
+
+        for rep in range(self.plan.reps):
+            alternate(rep, through_orfs, direct, [streams, single, ratio])
+
+    def wan_spans(self, row: Row, label: str, spans: list[tuple[int, int]],
+                  tool: Callable[[Path], float] | None = None) -> None:
+        """Reads of `spans` (offset, length) of the file in one process through a fresh
+        mount (or `tool(path)`), vs one direct Range request per span, in a row."""
+        name = "wan-seq.bin"
+        file_id, _ = self.output(name, WAN_BIG)
+
+        def direct() -> None:
+            t0 = time.perf_counter()
+            for offset, length in spans:
+                self.emu.download_range(file_id, offset, offset + length - 1)
+            row.baseline.append(time.perf_counter() - t0)
+
+        def through_orfs() -> None:
+            with self.listed_mount(label) as mnt:
+                path = mnt / name
+                row.orfs.append(tool(path) if tool else read_spans(path, spans))
+
+        for rep in range(self.plan.reps):
+            alternate(rep, through_orfs, direct, [row])
+
+    def wan_tail(self, row: Row) -> None:
+        self.wan_spans(row, "tail -c", [(WAN_BIG - WAN_TAIL, WAN_TAIL)],
+                       lambda path: run_tool(["tail", "-c", str(WAN_TAIL), str(path)]))
+
+    def wan_random(self, row: Row) -> None:
+        rng = random.Random(WAN_RANDOM_SEED)
+        spans = [(rng.randrange(0, WAN_BIG - WAN_RANDOM_SIZE), WAN_RANDOM_SIZE)
+                 for _ in range(WAN_RANDOM_READS)]
+        self.wan_spans(row, "random reads", spans)
+
+    def wan_first(self, row: Row) -> None:
+        self.wan_spans(row, "first 128 KiB", [(0, FIRST_READ)])
 
     def peak_rss(self, row: Row) -> None:
         if not self.rss:
@@ -854,6 +993,43 @@ def groups(bench: Bench, plan: Plan, only: list[str]) -> list[Group]:
     return out
 
 
+def wan_groups(bench: Bench, only: list[str]) -> list[Group]:
+    """Every row of the WAN profile, in the order of the table."""
+    out: list[Group] = []
+    big = size_label(WAN_BIG)
+    if "sequential" in only:
+        streams = Row("wan_dd_streams", f"dd bs=1M of a {big} output", "MiB/s",
+                      Target(">=", 0.9), f"{WAN_STREAMS} ranged direct streams at once")
+        single = Row("wan_dd_single", f"dd bs=1M of a {big} output", "MiB/s",
+                     Target(">=", 3), "one direct stream")
+        ratio = Row("wan_dd_bytes", "bytes downloaded by the dd", "MiB", Target("<=", 1.05),
+                    "the file's size")
+        out.append(Group(f"dd of {big}", [streams, single, ratio],
+                         lambda: bench.wan_sequential(streams, single, ratio)))
+    if "tail" in only:
+        tail_row = Row("wan_tail", f"tail -c {WAN_TAIL} of the {big} output", "s", Target("<=", 2),
+                       "one direct Range request")
+        out.append(Group("tail", [tail_row], lambda: bench.wan_tail(tail_row)))
+    if "random" in only:
+        rnd = Row("wan_random", f"{WAN_RANDOM_READS} random {WAN_RANDOM_SIZE // KiB} KiB"
+                  f" reads of the {big} output", "s", Target("<=", 2),
+                  f"{WAN_RANDOM_READS} direct Range requests in a row")
+        out.append(Group("random reads", [rnd], lambda: bench.wan_random(rnd)))
+    if "first" in only:
+        first = Row("wan_first", f"first {FIRST_READ // KiB} KiB of the {big} output", "s",
+                    Target("<=", 1.2), "one direct Range request")
+        out.append(Group("first 128 KiB", [first], lambda: bench.wan_first(first)))
+    if "parallel" in only:
+        each = size_label(WAN_PARALLEL_SIZE)
+        par = Row("wan_parallel", f"{WAN_PARALLEL} parallel cat of {each} outputs (total)",
+                  "MiB/s", Target(">=", 1.0), f"{WAN_PARALLEL} direct single streams")
+        out.append(Group(f"{WAN_PARALLEL} parallel reads", [par],
+                         lambda: bench.parallel(par, WAN_PARALLEL, WAN_PARALLEL_SIZE)))
+    rss = Row("rss", "peak RSS of a mount process (VmHWM)", "MiB", Target("<=", 100))
+    out.append(Group("peak RSS", [rss], lambda: bench.peak_rss(rss)))
+    return out
+
+
 def run_group(group: Group) -> None:
     """Run one group; on failure its rows show ERROR (keeping what was measured)."""
     print(f"- {group.name} ...", flush=True)
@@ -905,34 +1081,53 @@ def main() -> int:
                    help=f"smaller data ({size_label(QUICK.big)}, {QUICK.many:,} files),"
                         " under ~2 minutes")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
-    p.add_argument("--only", metavar="GROUPS", default=",".join(GROUPS),
-                   help=f"comma-separated groups to run (default: all of {','.join(GROUPS)})")
-    p.add_argument("--latency-ms", type=float, default=0.0,
-                   help="latency the emulator adds to every API request (default 0)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="loopback",
+                   help="loopback (default): the emulator as is; wan: the emulator at a"
+                        f" distance (--latency-ms {WAN_LATENCY_MS:g} --bandwidth"
+                        f" {WAN_BANDWIDTH} unless given), with the rows of a remote service")
+    p.add_argument("--only", metavar="GROUPS", default=None,
+                   help=f"comma-separated groups to run (default: all of the profile's:"
+                        f" {','.join(GROUPS)}; wan: {','.join(WAN_GROUPS)})")
+    p.add_argument("--latency-ms", type=float, default=None,
+                   help="latency the emulator adds to every API request (default 0;"
+                        f" wan {WAN_LATENCY_MS:g})")
+    p.add_argument("--bandwidth", metavar="SIZE", default=None,
+                   help="the emulator's cap on each transfer, bytes per second (default"
+                        f" none; wan {WAN_BANDWIDTH})")
     p.add_argument("--mount-arg", action="append", default=[], metavar="ARG",
                    help="an extra argument for every `orfs mount` (repeatable)")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="where data, caches and mountpoints go (default: a new temporary"
                         " directory under $TMPDIR, removed at the end)")
     args = p.parse_args()
-    only = [g.strip() for g in args.only.split(",") if g.strip()]
-    if unknown := set(only) - set(GROUPS):
-        p.error(f"unknown groups: {', '.join(sorted(unknown))}")
+    wan = args.profile == "wan"
+    if wan:
+        args.latency_ms = WAN_LATENCY_MS if args.latency_ms is None else args.latency_ms
+        args.bandwidth = args.bandwidth or WAN_BANDWIDTH
+    args.latency_ms = args.latency_ms or 0.0
+    known = PROFILES[args.profile]
+    only = [g.strip() for g in (args.only or ",".join(known)).split(",") if g.strip()]
+    if unknown := set(only) - set(known):
+        p.error(f"unknown groups of the {args.profile} profile: {', '.join(sorted(unknown))}")
     plan = QUICK if args.quick else FULL
-    for tool in ("fusermount3", "cp", "cat", "ls") + (("rclone",) if "warm" in only else ()):
+    tools = ("dd", "tail") if wan else ("cp", "ls") + (("rclone",) if "warm" in only else ())
+    for tool in ("fusermount3", "cat") + tools:
         if shutil.which(tool) is None:
             p.error(f"{tool} is not installed (./scripts/setup installs it)")
 
     # SIGTERM unwinds like Ctrl-C, through every `finally` below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     machine = machine_info(plan)
+    if wan:
+        machine["plan"] = f"wan profile, {plan.name}: emulator --latency-ms" \
+            f" {args.latency_ms:g} --bandwidth {args.bandwidth}"
     rows: list[Row] = []
     work = Path(tempfile.mkdtemp(prefix="orfs-bench.", dir=args.work_dir))
     t_start = time.perf_counter()
     try:
         with contextlib.ExitStack() as stack:
             bench = Bench(args, plan, work, stack)
-            for group in groups(bench, plan, only):
+            for group in wan_groups(bench, only) if wan else groups(bench, plan, only):
                 run_group(group)
                 rows += group.rows
     finally:

@@ -88,22 +88,27 @@ class EmulatorConfig:
     bandwidth: int | None = None  # bytes per second per transfer; None: unlimited
     rng: random.Random = dataclasses.field(default_factory=random.Random)
     seed_demo: bool = False
+    ranges: bool = True  # False: ``Range`` is ignored (200, whole body, no Accept-Ranges)
 
 
 class Stats:
-    """Requests per operation since start (or the last reset)."""
+    """Since start (or the last reset): requests per operation, the body bytes of
+    file content sent, and the downloads answered with a range (206)."""
 
     def __init__(self) -> None:
-        self.counts = dict.fromkeys(OPERATIONS, 0)
+        self.reset()
 
     def count(self, op: str) -> None:
         self.counts[op] += 1
 
     def reset(self) -> None:
         self.counts = dict.fromkeys(OPERATIONS, 0)
+        self.bytes_sent = 0
+        self.ranged_requests = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {"requests": dict(self.counts)}
+        return {"requests": dict(self.counts), "bytes_sent": self.bytes_sent,
+                "ranged_requests": self.ranged_requests}
 
 
 @dataclasses.dataclass
@@ -573,18 +578,24 @@ async def download_file(request: Request, state: EmulatorState) -> Response:
     except FileNotFoundError:
         raise ApiError(404, f"file not found: {rec.id}") from None
     size = os.fstat(f.fileno()).st_size
-    try:
-        byte_range = parse_range(request.headers.get("range"), size)
-    except ApiError:
-        f.close()
-        raise
+    byte_range = None
+    if state.config.ranges:
+        try:
+            byte_range = parse_range(request.headers.get("range"), size)
+        except ApiError:
+            f.close()
+            raise
     first, last = byte_range if byte_range is not None else (0, size - 1)
-    headers = {"Content-Length": str(last - first + 1), "Accept-Ranges": "bytes"}
+    headers = {"Content-Length": str(last - first + 1)}
+    if state.config.ranges:
+        headers["Accept-Ranges"] = "bytes"
     status = 200
     if byte_range is not None:
         status = 206
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        state.stats.ranged_requests += 1
     pacer = Pacer(state.config.bandwidth)
+    stats = state.stats
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -596,6 +607,9 @@ async def download_file(request: Request, state: EmulatorState) -> Response:
                     break
                 left -= len(data)
                 yield data
+                # Counted once handed to the connection: a client that goes away
+                # midway counts only what was sent before.
+                stats.bytes_sent += len(data)
                 await pacer.consumed(len(data))
         finally:
             f.close()

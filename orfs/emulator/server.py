@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of operation requests answered 429 (with retry-after-ms)")
     parser.add_argument("--bandwidth", type=_size, default=None,
                         help="cap on each upload and download, bytes per second (e.g. 1M)")
+    parser.add_argument("--no-ranges", action="store_true",
+                        help="ignore Range on downloads: always 200 with the whole body and"
+                             " no Accept-Ranges (a server without range support)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the fault-injection random source (reproducible faults)")
     parser.add_argument("--seed-demo", action="store_true",
@@ -155,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
             data_dir=data_dir, api_key=api_key, quota=args.quota, latency_ms=args.latency_ms,
             fail_rate=args.fail_rate, throttle_rate=args.throttle_rate,
             bandwidth=args.bandwidth, rng=random.Random(args.seed), seed_demo=args.seed_demo,
+            ranges=not args.no_ranges,
         )
         app = create_app(config)
         port = sock.getsockname()[1]

@@ -233,6 +233,14 @@ class EmulatorProcess:
             counts: dict[str, int] = r.json()["requests"]
             return counts
 
+    def transfer_stats(self) -> dict[str, int]:
+        """``bytes_sent`` (file content bodies) and ``ranged_requests`` (206 answers)."""
+        with self.client() as c:
+            r = c.get("_emulator/stats")
+            r.raise_for_status()
+            doc = r.json()
+            return {k: int(doc[k]) for k in ("bytes_sent", "ranged_requests")}
+
     def reset_stats(self) -> None:
         with self.client() as c:
             c.post("_emulator/reset-stats").raise_for_status()

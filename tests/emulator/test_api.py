@@ -539,6 +539,54 @@ async def test_download_range(emu: InProcess, header: str, status: int,
         assert r.headers["content-range"] == f"bytes {first}-{last}/100"
 
 
+async def test_stats_count_the_content_bytes_sent(emu: InProcess) -> None:
+    data = bytes(range(256)) * 9000  # ~2.2 MiB, several chunks
+    f = await emu.output("b.bin", data)
+    up = await emu.upload_ok("u.txt", b"hello\n")
+    stats = (await emu.client.get("_emulator/stats")).json()
+    assert (stats["bytes_sent"], stats["ranged_requests"]) == (0, 0)  # hooks, uploads: none
+    assert (await emu.client.get(f"files/{f['id']}/content")).content == data
+    await emu.client.get(f"files/{up['id']}/content")  # 400: no content sent
+    await emu.client.get(f"files/{f['id']}")  # metadata is not content
+    stats = (await emu.client.get("_emulator/stats")).json()
+    assert (stats["bytes_sent"], stats["ranged_requests"]) == (len(data), 0)
+    r = await emu.client.get(f"files/{f['id']}/content", headers={"Range": "bytes=-65536"})
+    assert r.status_code == 206 and r.content == data[-65536:]
+    await emu.client.get(f"files/{f['id']}/content", headers={"Range": "bytes=0-9"})
+    await emu.client.get(f"files/{f['id']}/content",  # 416: nothing sent, not ranged
+                         headers={"Range": f"bytes={len(data)}-"})
+    stats = (await emu.client.get("_emulator/stats")).json()
+    assert stats["bytes_sent"] == len(data) + 65536 + 10
+    assert stats["ranged_requests"] == 2
+    assert stats["requests"]["download"] == 5
+    reset = (await emu.client.post("_emulator/reset-stats")).json()
+    assert (reset["bytes_sent"], reset["ranged_requests"]) == (0, 0)
+    await emu.client.get(f"files/{f['id']}/content", headers={"Range": "bytes=100-199"})
+    stats = (await emu.client.get("_emulator/stats")).json()
+    assert (stats["bytes_sent"], stats["ranged_requests"]) == (100, 1)
+
+
+@pytest.mark.parametrize("header", ["bytes=10-", "bytes=0-9", "bytes=-5", "bytes=0-1,5-6"])
+async def test_no_ranges_answers_the_whole_file(make_emu: MakeEmu, header: str) -> None:
+    emu = await make_emu(ranges=False)
+    data = bytes(range(100))
+    f = await emu.output("r.bin", data)
+    r = await emu.client.get(f"files/{f['id']}/content", headers={"Range": header})
+    assert r.status_code == 200 and r.content == data
+    assert r.headers["content-length"] == "100"
+    assert "accept-ranges" not in r.headers and "content-range" not in r.headers
+    r = await emu.client.get(f"files/{f['id']}/content", headers={"Range": "bytes=100-"})
+    assert r.status_code == 200 and r.content == data  # no 416 either
+    stats = (await emu.client.get("_emulator/stats")).json()
+    assert (stats["bytes_sent"], stats["ranged_requests"]) == (200, 0)
+
+
+async def test_ranges_are_advertised_by_default(emu: InProcess) -> None:
+    f = await emu.output("r.bin", bytes(100))
+    r = await emu.client.get(f"files/{f['id']}/content")
+    assert r.status_code == 200 and r.headers["accept-ranges"] == "bytes"
+
+
 @pytest.mark.parametrize("header", ["bytes=100-", "bytes=50-10", "bytes=x-"])
 async def test_unsatisfiable_range_is_416(emu: InProcess, header: str) -> None:
     f = await emu.output("r.bin", bytes(100))
@@ -578,7 +626,8 @@ async def test_stats_count_each_operation(emu: InProcess) -> None:
                                  "download": 2}
     r = await emu.client.post("_emulator/reset-stats")
     assert r.json() == {"requests": dict.fromkeys(
-        ("list", "retrieve", "upload", "delete", "download"), 0)}
+        ("list", "retrieve", "upload", "delete", "download"), 0),
+        "bytes_sent": 0, "ranged_requests": 0}
     await emu.client.get("files")
     assert (await emu.stats())["list"] == 1
 

@@ -89,6 +89,38 @@ def test_stats_and_reset(emulator_session: EmulatorProcess) -> None:
     assert set(emulator_session.stats().values()) == {0}
 
 
+def test_bytes_sent_counts_only_what_was_sent(emulator_factory: Factory) -> None:
+    emu = emulator_factory("--bandwidth", "256K")
+    size = 4 * 1024 * 1024
+    out = emu.create_output("slow.bin", b"x" * size)
+    with emu.client() as c:
+        r = c.get(f"files/{out['id']}/content", headers={"Range": "bytes=-65536"})
+        assert r.status_code == 206 and len(r.content) == 65536
+        assert emu.transfer_stats() == {"bytes_sent": 65536, "ranged_requests": 1}
+        emu.reset_stats()
+        with c.stream("GET", f"files/{out['id']}/content") as r:
+            next(r.iter_raw())  # then the client goes away, ~16 s early
+    sent = -1
+    for _ in range(20):  # until the server has seen the disconnect: the count stops
+        time.sleep(0.5)
+        now = emu.transfer_stats()["bytes_sent"]
+        if now == sent:
+            break
+        sent = now
+    assert 0 < sent < size // 2
+
+
+def test_no_ranges_flag(emulator_factory: Factory) -> None:
+    emu = emulator_factory("--no-ranges")
+    data = bytes(range(256)) * 4
+    out = emu.create_output("r.bin", data)
+    with emu.client() as c:
+        r = c.get(f"files/{out['id']}/content", headers={"Range": "bytes=-16"})
+    assert r.status_code == 200 and r.content == data
+    assert "accept-ranges" not in r.headers
+    assert emu.transfer_stats() == {"bytes_sent": len(data), "ranged_requests": 0}
+
+
 def test_fault_flags_reach_the_server(emulator_factory: Factory) -> None:
     emu = emulator_factory("--fail-rate", "0.5", "--seed", "1")
     with emu.client() as c:
