@@ -56,7 +56,7 @@ from orfs.core.cache.fetcher import Fetcher
 from orfs.core.cache.handle import CacheHandle
 from orfs.core.cache.index import reconcile
 from orfs.core.cache.inflight import Download, InFlight
-from orfs.core.cache.readahead import PART_MAX, align_down, align_up
+from orfs.core.cache.readahead import BLOCK, PART_MAX, PART_MIN, align_down, align_up
 from orfs.core.cache.source import DownloadClient
 from orfs.core.state import State, make_private_dir
 
@@ -302,17 +302,24 @@ class ContentCache:
 
     # ---- fetches ---------------------------------------------------------------------
 
-    def need(self, entry: Entry, offset: int, end: int, ahead: int) -> list[Download]:
+    def need(self, entry: Entry, offset: int, end: int, ahead: int,
+             part: int = PART_MAX) -> list[Download]:
         """Have ``[offset, max(end, ahead))`` present or in flight, widened to whole
-        blocks; return the fetches that still have to bring part of ``[offset, end)``
-        (one synchronous step: invariant 1)."""
+        blocks, new fetches in parts of about ``part`` bytes; return the fetches that
+        still have to bring part of ``[offset, end)`` (one synchronous step:
+        invariant 1)."""
         if entry.complete or self._nursery is None:
             return []
         lo = align_down(offset)
+        mid = align_up(end, entry.size)
         hi = align_up(max(end, ahead), entry.size)
         started = self._downloads_started
-        for a, b in self._missing(entry, lo, hi):
-            self._start_fetches(entry, a, b)
+        # What the read waits for first, in requests of its own, so it is not held up
+        # by a bigger part; then the window ahead.
+        for a, b in self._missing(entry, lo, mid):
+            self._start_fetches(entry, a, b, part)
+        for a, b in self._missing(entry, mid, hi):
+            self._start_fetches(entry, a, b, part)
         if self._downloads_started == started and not entry.present.covers(offset, end):
             self._downloads_joined += 1
         waits = []
@@ -347,21 +354,28 @@ class ContentCache:
                 out.append((pos, b))
         return out
 
-    def _start_fetches(self, entry: Entry, a: int, b: int) -> None:
-        """Fetch ``[a, b)``: in parts of at most PART_MAX that end on blocks (or, with
-        ranges off, in one stream up to what is already there)."""
+    def _start_fetches(self, entry: Entry, a: int, b: int, part: int = PART_MAX) -> None:
+        """Fetch ``[a, b)``: in equal parts of about ``part`` bytes (at most PART_MAX)
+        that end on blocks (or, with ranges off, in one stream up to what is already
+        there)."""
         if self._fetcher.ranged is False:
             nxt = [x for x in (entry.present.next_start(a),
                                *(d.start for d in entry.fetches if d.start > a))
                    if x is not None]
             self._start_fetch(entry, a, min(nxt) if nxt else None)
             return
-        while a < b:
-            stop = min(b, align_down(a + PART_MAX) if a + PART_MAX < b else b)
-            if stop <= a:
-                stop = b
-            self._start_fetch(entry, a, None if stop >= entry.size else stop)
-            a = stop
+        part = max(BLOCK, min(part, PART_MAX))
+        if b >= entry.size and b - a > BLOCK:
+            # The rest of the file: one part per stream, so they all end together
+            # instead of one long part finishing alone.
+            part = max(PART_MIN, -(-(b - a) // self._fetcher.streams))
+        count = max(1, min(-(-(b - a) // part), (b - a) // BLOCK))
+        start = a
+        for i in range(1, count + 1):
+            stop = b if i == count else align_down(a + (b - a) * i // count)
+            if stop > start:
+                self._start_fetch(entry, start, None if stop >= entry.size else stop)
+                start = stop
 
     def _start_fetch(self, entry: Entry, start: int, end: int | None) -> None:
         assert self._nursery is not None

@@ -16,9 +16,10 @@ from orfs.core.cache.readahead import ReadAhead
 class Ranges(Protocol):
     """What a handle asks of the cache."""
 
-    def need(self, entry: Entry, offset: int, end: int, ahead: int) -> list[Download]:
-        """Have ``[offset, ahead)`` present or in flight; the fetches that still have
-        to bring part of ``[offset, end)``."""
+    def need(self, entry: Entry, offset: int, end: int, ahead: int, part: int
+             ) -> list[Download]:
+        """Have ``[offset, ahead)`` present or in flight (new fetches in parts of about
+        ``part`` bytes); the fetches that still have to bring part of ``[offset, end)``."""
         ...
 
     def unpin(self, entry: Entry) -> None: ...
@@ -55,9 +56,9 @@ class CacheHandle:
         entry = self._entry
         if not entry.complete:
             end = min(offset + size, entry.size)
-            ahead = self._ahead.ahead(offset, end, entry.size)
+            ahead, part = self._ahead.ahead(offset, end, entry.size)
             while not entry.complete and offset < end:
-                waits = self._cache.need(entry, offset, end, ahead)
+                waits = self._cache.need(entry, offset, end, ahead, part)
                 for d in waits:
                     want = end if d.end is None else min(end, d.end)
                     await d.wait_for(want)
