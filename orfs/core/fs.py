@@ -100,7 +100,8 @@ class Filesystem:
         self.ns = Namespace(client, ttl=dir_cache_ttl, clock=clock,
                             on_gone=content.deleted_elsewhere,
                             down_window=api_down_window,
-                            created_names=state.created_names)
+                            created_names=state.created_names,
+                            ages=state.ages, drop_ages=state.drop_ages)
         client.on_success = self.ns.api_answered  # any success ends an "API down" window
         self._t = Tables(client, content, state, self.ns)
         self.inodes = self._t.inodes

@@ -21,9 +21,11 @@ Extensions (``split_ext``)
 Layout (``layout``), in order of precedence
     1. Folders: the parents of every file's display path plus ``extra_folders`` (and
        their parents). A folder keeps its plain name, always.
-    2. Files sharing a display path form a group. The oldest by ``(created_at, id)``
-       keeps the plain name, unless the path is a folder; every other member (and the
-       oldest, when a folder holds the path) is shown as ``with_id(name, id)``.
+    2. Files sharing a display path form a group. The oldest by its *age*, ``(created_at,
+       id)`` unless ``ages`` gives another (a rewrite through the mount is ordered as
+       the file it replaced), keeps the plain name, unless the path is a folder; every
+       other member (and the oldest, when a folder holds the path) is shown as
+       ``with_id(name, id)``.
     3. An id form beats a plain name: a file whose plain name happens to equal another
        file's id form (a file literally called ``a [or_file_X].csv`` next to a duplicate
        ``a.csv`` with id ``or_file_X``) is itself shown in its id form. This may cascade;
@@ -61,6 +63,7 @@ __all__ = [
     "EXT_MAX",
     "ID_MAX",
     "NAME_MAX",
+    "Age",
     "DisplayPath",
     "Layout",
     "LayoutBuilder",
@@ -240,8 +243,8 @@ class Layout:
         return self.children.get(folder, ())
 
 
-def _age(record: RemoteFile) -> tuple[datetime, str]:
-    return record.created_at, record.id
+Age = tuple[datetime, str]
+"""What orders duplicates: a creation time, then an id (for equal times)."""
 
 
 def _record_order(record: RemoteFile) -> tuple[datetime, str, int, str, bool]:
@@ -257,13 +260,16 @@ def _add_folder(folders: set[DisplayPath], path: DisplayPath) -> None:
         folders.add(prefix)
 
 
-def layout(files: Iterable[RemoteFile], extra_folders: Iterable[DisplayPath] = ()) -> Layout:
-    """The display names of a listing; ``extra_folders`` are local (mkdir) folders.
+def layout(files: Iterable[RemoteFile], extra_folders: Iterable[DisplayPath] = (),
+           ages: Mapping[str, Age] | None = None) -> Layout:
+    """The display names of a listing; ``extra_folders`` are local (mkdir) folders;
+    ``ages``: file id -> the age it is ordered by, for ids whose age is not their own
+    ``(created_at, id)`` (ids not listed are ignored).
 
     Rules and guarantees: the module docstring. O(n log n) time; memory is the
     result plus one display path per file.
     """
-    builder = LayoutBuilder()
+    builder = LayoutBuilder(ages)
     builder.add(files)
     return builder.finish(extra_folders)
 
@@ -274,7 +280,8 @@ class LayoutBuilder:
     (display paths, who holds each plain name) is done in `add`; what needs every file
     (rules 2-4) in `finish`. The result is the same as `layout` of all the records."""
 
-    def __init__(self) -> None:
+    def __init__(self, ages: Mapping[str, Age] | None = None) -> None:
+        self._ages: Mapping[str, Age] = ages or {}
         self._records: dict[str, RemoteFile] = {}
         self._folders: set[DisplayPath] = set()
         # Files in one folder share one parent tuple and its component strings.
@@ -287,8 +294,13 @@ class LayoutBuilder:
         # so `finish` starts over from the deduplicated records.
         self._redo = False
 
+    def _age(self, record: RemoteFile) -> Age:
+        age = self._ages.get(record.id) if self._ages else None
+        return (record.created_at, record.id) if age is None else age
+
     def add(self, files: Iterable[RemoteFile]) -> None:
         records, parents, natural = self._records, self._parents, self._natural
+        _age = self._age
         plain, demoted, folders = self._plain, self._demoted, self._folders
         for record in files:
             file_id = record.id
@@ -323,11 +335,12 @@ class LayoutBuilder:
     def finish(self, extra_folders: Iterable[DisplayPath] = ()) -> Layout:
         """The layout of every record added. The builder is spent afterwards."""
         if self._redo:
-            again = LayoutBuilder()
+            again = LayoutBuilder(self._ages)
             again.add(self._records.values())
             return again.finish(extra_folders)
         records, natural, plain = self._records, self._natural, self._plain
         folders, demoted = self._folders, self._demoted
+        _age = self._age
         self._parents = {}
         for extra in extra_folders:
             if extra:

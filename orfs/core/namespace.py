@@ -84,8 +84,15 @@ class Namespace:
                  clock: Callable[[], float] = time.monotonic,
                  on_gone: Callable[[str], None] | None = None,
                  down_window: float = API_DOWN_BACKOFF,
-                 created_names: Mapping[str, str] | None = None) -> None:
+                 created_names: Mapping[str, str] | None = None,
+                 ages: Mapping[str, names.Age] | None = None,
+                 drop_ages: Callable[[Iterable[str]], None] | None = None) -> None:
         self._client = client
+        # id -> the age a file is ordered by among its duplicates, where it is not its
+        # own: a rewrite through the mount keeps the place of the file it replaced.
+        # Entries of ids a listing no longer shows are dropped with `drop_ages`.
+        self._ages = ages if ages is not None else {}
+        self._drop_ages = drop_ages
         # id -> the name a file was created with through the mount, where the service
         # stored another (a name with a control character): shown under the former.
         self._created_names = created_names if created_names is not None else {}
@@ -210,7 +217,7 @@ class Namespace:
         files: dict[str, RemoteFile] = {}
         # The per-file part of the names is worked out page by page, while the next
         # page is on its way (the listing is pipelined: `list_all`).
-        builder = names.LayoutBuilder()
+        builder = names.LayoutBuilder(self._ages)
 
         def add(page: list[RemoteFile]) -> None:
             if self._created_names:
@@ -225,6 +232,10 @@ class Namespace:
             changes, self._in_flight_changes = self._in_flight_changes, None
         for change in changes:
             change(files)
+        if self._drop_ages is not None and self._ages:
+            stale = [file_id for file_id in self._ages if file_id not in files]
+            if stale:
+                self._drop_ages(stale)
         gone = self._files.keys() - files.keys() if self._on_gone is not None else ()
         self._files = files
         self._refreshed.clear()  # every file is as fresh as the listing now
@@ -252,6 +263,18 @@ class Namespace:
     def _as_created(self, rf: RemoteFile) -> RemoteFile:
         name = self._created_names.get(rf.id)
         return rf if name is None else dataclasses.replace(rf, filename=name)
+
+    def age(self, file_id: str) -> names.Age | None:
+        """What orders a known file among its duplicates (None: not known)."""
+        age = self._ages.get(file_id)
+        if age is not None:
+            return age
+        rf = self._files.get(file_id)
+        return None if rf is None else (rf.created_at, rf.id)
+
+    def reordered(self) -> None:
+        """An age changed (see `age`): the names are worked out again."""
+        self._dirty()
 
     def insert(self, rf: RemoteFile) -> None:
         """A file now exists (uploaded through the mount, or retrieved)."""
@@ -340,7 +363,7 @@ class Namespace:
             extra.update(p[:-1] for p in self._local_files if len(p) > 1)
             builder, self._built = self._built, None
             if builder is None:
-                builder = names.LayoutBuilder()
+                builder = names.LayoutBuilder(self._ages)
                 builder.add(self._files.values())
             self._layout = builder.finish(extra_folders=extra)
         return self._layout

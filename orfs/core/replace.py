@@ -208,9 +208,7 @@ class Replacer:
         """Upload a closed local file under its new name, then let go of what it replaced.
         If the upload fails nothing moves: the file stays at its old name (failed)."""
         old_path, old_replaces, old_name = local.path, local.replaces, local.remote_name
-        victim = self._t.locals.get(dst.serial) if isinstance(dst, LocalKey) else None
-        target = dst.id if isinstance(dst, FileKey) else (
-            victim.replaces if victim is not None else None)
+        target = self._replaced_at(dst)
         if local.replaces is None:
             local.replaces = target  # deleted by the upload, as an O_TRUNC replace would be
         self._held.cancel(local)
@@ -228,6 +226,8 @@ class Replacer:
         self._t.ns.remove_local_file(old_path, local.serial)
         if local.remote is None and not local.unlinked:
             self._t.ns.add_local_file(new_path, local.serial)  # written meanwhile: local still
+        if local.remote is not None and target is not None:
+            self._t.inherit_age(local.remote.id, target)  # a save over a duplicate
         await self._discard_target(dst, done=target if old_replaces is None else None)
 
     async def _rename_remote(self, src_id: str, dst: Key | None, old_path: tuple[str, ...],
@@ -260,7 +260,19 @@ class Replacer:
                 self._t.inodes.rebind(ino, FileKey(new.id))
             if ov is None or ov.mtime_ns is None:  # mv keeps the modification time
                 self._t.state.set_override(new.id, mtime_ns=ns_time(rf.created_at))
+            target = self._replaced_at(dst)
+            if target is not None:  # it takes the place of what it replaces at the path
+                self._t.inherit_age(new.id, target)
         await self._discard_target(dst, done=None)
+
+    def _replaced_at(self, dst: Key | None) -> str | None:
+        """The remote file a rename onto ``dst`` replaces (None: none)."""
+        if isinstance(dst, FileKey):
+            return dst.id
+        if isinstance(dst, LocalKey):
+            victim = self._t.locals.get(dst.serial)
+            return victim.replaces if victim is not None else None
+        return None
 
     async def _discard_target(self, dst: Key | None, *, done: str | None) -> None:
         """What a rename replaced goes: a local file is dropped (with the remote file it

@@ -5,6 +5,9 @@ One SQLite database, ``root/state.db`` (WAL, 0600, in a 0700 directory), holds:
 - the content index of :class:`orfs.core.cache.ContentCache` (size, complete flag,
   last access and whether the bytes were adopted from an upload, per file id);
 - per-file attribute overrides (chmod and utimens, which the API cannot store);
+- per-file names a file was created with, where the service stored another;
+- per-file ages: the place in the duplicate order a rewrite inherited from the file it
+  replaced (``orfs.core.names.layout``);
 - the upload journal, so pending uploads survive a crash;
 - a short log of recent errors for ``orfs status``.
 
@@ -21,6 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +51,11 @@ CREATE TABLE IF NOT EXISTS content (
 CREATE TABLE IF NOT EXISTS created_names (
     id       TEXT PRIMARY KEY,
     filename TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ages (
+    id       TEXT PRIMARY KEY,
+    created  TEXT NOT NULL,
+    tie      TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS overrides (
     id       TEXT PRIMARY KEY,
@@ -188,6 +197,12 @@ class State:
             # (control characters): few, and asked for at every listing.
             self.created_names: dict[str, str] = dict(
                 self._db.execute("SELECT id, filename FROM created_names").fetchall())
+            # Added in version 4 (an older mount's database gains the table empty): the
+            # age a rewrite is ordered by among its duplicates, that of the file it
+            # replaced. Few (rewrites of duplicates that still exist), asked at listing.
+            self.ages: dict[str, tuple[datetime, str]] = {
+                r[0]: (datetime.fromisoformat(r[1]), r[2])
+                for r in self._db.execute("SELECT id, created, tie FROM ages")}
         for suffix in ("-wal", "-shm"):
             side = self.path.with_name(self.path.name + suffix)
             if side.exists() and side.stat().st_mode & 0o077:
@@ -257,6 +272,20 @@ class State:
     def drop_created_name(self, file_id: str) -> None:
         if self.created_names.pop(file_id, None) is not None:
             self._run("DELETE FROM created_names WHERE id = ?", (file_id,))
+
+    # ---- ages in the duplicate order ------------------------------------------------
+
+    def set_age(self, file_id: str, age: tuple[datetime, str]) -> None:
+        """Order ``file_id`` among its duplicates as if created at ``age`` (a time and
+        the id that breaks ties): the age of the file it replaced."""
+        self._run("INSERT OR REPLACE INTO ages (id, created, tie) VALUES (?, ?, ?)",
+                  (file_id, age[0].isoformat(), age[1]))
+        self.ages[file_id] = age
+
+    def drop_ages(self, file_ids: Iterable[str]) -> None:
+        doomed = [i for i in file_ids if self.ages.pop(i, None) is not None]
+        if doomed:
+            self._many("DELETE FROM ages WHERE id = ?", ((i,) for i in doomed))
 
     # ---- attribute overrides -------------------------------------------------------
 

@@ -343,6 +343,26 @@ class Tables:
                 return self.local_attrs(ino, local)
         return self.dir_attrs(ino, key)
 
+    # ---- the duplicate order -----------------------------------------------------------
+
+    def inherit_age(self, new_id: str, old_id: str) -> None:
+        """``new_id`` takes the place of ``old_id`` (which it replaces at its path) in the
+        order of files sharing that name, so each keeps the name it was shown under.
+        Kept only where it can matter: ``old_id`` had an inherited age, or another file
+        has its filename (a duplicate exists now; any later one is newer than both)."""
+        if new_id == old_id:
+            return
+        old = self.ns.record(old_id)
+        age = self.ns.age(old_id)
+        if old is None or age is None:
+            return
+        if old_id not in self.state.ages and not any(
+                rf.filename == old.filename and rf.id not in (old_id, new_id)
+                for rf in self.ns.records()):
+            return
+        self.state.set_age(new_id, age)
+        self.ns.reordered()
+
     # ---- deleting ----------------------------------------------------------------------
 
     async def delete_remote(self, file_id: str) -> None:
@@ -355,5 +375,6 @@ class Tables:
         self.content.drop(file_id)
         self.state.drop_override(file_id)
         self.state.drop_created_name(file_id)
+        self.state.drop_ages((file_id,))
         self.ctimes.pop(file_id, None)
 

@@ -404,6 +404,11 @@ class LocalFiles:
                             "put it", raw, rf.filename)
         old = local.replaces
         if old is not None:
+            replaced = self._t.ns.record(old)
+            if replaced is not None and replaced.filename in (raw, rf.filename):
+                # A rewrite in place: it keeps the replaced file's place among files of
+                # its name, so a duplicate shown by its plain name keeps showing it.
+                self._t.inherit_age(rf.id, old)
             self._t.ns.remove(old)
             self._t.state.move_override(old, rf.id)
         self._t.ns.insert(rf)

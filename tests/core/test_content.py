@@ -1015,7 +1015,7 @@ async def test_an_index_without_the_class_column_is_migrated(tmp_path: Path) -> 
         assert rec is not None and rec.adopted
     db = sqlite3.connect(tmp_path / "state.db")
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4  # the current schema
     finally:
         db.close()
 

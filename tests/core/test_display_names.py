@@ -122,3 +122,46 @@ async def test_a_created_name_survives_a_remount_and_a_rewrite(
         e.clock.now += 11
         assert await e.read_all("line\nbreak") == b"v2\n"
         assert [r.filename for r in records(app)] == ["line%0Abreak"]
+
+
+async def test_a_rewrite_of_the_plain_named_duplicate_keeps_its_place(
+        app: Starlette, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = output(app, "report.csv", b"a,first\n")
+    twin = output(app, "report.csv", b"b,twin\n")
+    shown = f"report [{twin}].csv"
+    async with Env.running(app, cache) as e:
+        await _rewrite(e, "report.csv", b"c,new\n")
+        for _ in range(2):  # as the upload left it, then as a new listing shows it
+            assert await _names(e) == sorted(["report.csv", shown])
+            assert await e.read_all("report.csv") == b"c,new\n"
+            assert await e.read_all(shown) == b"b,twin\n"
+            e.clock.now += 11
+    remote = _remote(app, "report.csv")
+    assert first not in remote and remote[twin] == b"b,twin\n"
+    (new_id,) = remote.keys() - {twin}
+    async with Env.running(app, cache) as e:  # the place is kept in the cache directory
+        assert await _names(e) == sorted(["report.csv", shown])
+        assert await e.read_all("report.csv") == b"c,new\n"
+        await _rewrite(e, "report.csv", b"d,again\n")  # a rewrite of a rewrite: the same
+        e.clock.now += 11
+        assert await e.read_all("report.csv") == b"d,again\n"
+        assert await _names(e) == sorted(["report.csv", shown])
+        assert e.fs._state.ages.keys() == _remote(app, "report.csv").keys() - {twin}
+    assert new_id not in _remote(app, "report.csv")
+
+
+async def test_mv_over_the_plain_named_duplicate_keeps_its_place(
+        env: Env, app: Starlette) -> None:
+    output(app, "report.csv", b"a,first\n")
+    twin = output(app, "report.csv", b"b,twin\n")
+    output(app, "other.csv", b"c,other\n")
+    shown = f"report [{twin}].csv"
+    assert await _names(env) == sorted(["other.csv", "report.csv", shown])
+    await env.fs.rename(ROOT_INODE, "other.csv", ROOT_INODE, "report.csv", 0)
+    for _ in range(2):  # as the rename left it, then as a new listing shows it
+        assert await _names(env) == sorted(["report.csv", shown])
+        assert await env.read_all("report.csv") == b"c,other\n"
+        assert await env.read_all(shown) == b"b,twin\n"
+        env.clock.now += 11
+    assert _remote(app, "report.csv")[twin] == b"b,twin\n"

@@ -293,6 +293,20 @@ def test_same_age_duplicates_are_ordered_by_id() -> None:
     assert got == {"f1": "a.csv", "f2": "a [f2].csv"}
 
 
+def test_ages_override_the_creation_time_in_the_duplicate_order() -> None:
+    # f9 replaced f1 (a rewrite): it is ordered as f1 was, ahead of the older f2.
+    listing = [rf("f2", "a.csv", 2), rf("f9", "a.csv", 9), rf("f3", "a.csv", 3)]
+    ages = {"f9": (T0 + timedelta(seconds=1), "f1"), "gone": (T0, "gone")}
+    want = {"f9": "a.csv", "f2": "a [f2].csv", "f3": "a [f3].csv"}
+    got = {fid: "/".join(p) for fid, p in layout(listing, (), ages).files.items()}
+    assert got == want
+    builder = LayoutBuilder(ages)  # page by page, a page boundary shifting: the same
+    builder.add(listing[:2])
+    builder.add(listing[1:])
+    assert {fid: "/".join(p) for fid, p in builder.finish().files.items()} == want
+    assert names(listing) == {"f2": "a.csv", "f9": "a [f9].csv", "f3": "a [f3].csv"}
+
+
 def test_encoding_collisions_are_duplicates() -> None:
     got = names([rf("f1", ".", 1), rf("f2", "\uff0e", 0), rf("f3", "a\0", 2), rf("f4", "a\u2400")])
     assert got == {"f1": "\uff0e [f1]", "f2": "\uff0e", "f3": "a\u2400 [f3]", "f4": "a\u2400"}

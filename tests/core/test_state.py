@@ -115,3 +115,35 @@ def test_content_index_round_trip(state: State) -> None:
     assert [r.file_id for r in state.content_records()] == ["a"]
     state.content_remove("a")
     assert state.content_get("a") is None
+
+
+def test_ages_survive_reopen_and_drop(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    when = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    s = State(tmp_path)
+    s.set_age("b", (when, "a"))
+    s.set_age("c", (when, "c"))
+    s.drop_ages(["c", "never"])
+    s.close()
+    s = State(tmp_path)
+    assert s.ages == {"b": (when, "a")}
+    s.drop_ages(["b"])
+    s.close()
+    assert State(tmp_path).ages == {}
+
+
+def test_a_database_of_schema_3_gains_the_ages_table(tmp_path: Path) -> None:
+    import sqlite3
+    from datetime import UTC, datetime
+
+    s = State(tmp_path)
+    s.close()
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.executescript("DROP TABLE ages; PRAGMA user_version=3;")
+    db.close()
+    s = State(tmp_path)
+    assert s.ages == {}
+    s.set_age("b", (datetime(2024, 5, 1, tzinfo=UTC), "a"))
+    s.close()
+    assert State(tmp_path).ages.keys() == {"b"}

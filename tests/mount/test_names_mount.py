@@ -174,3 +174,62 @@ def test_random_names_read_their_own_bytes(
         with open(path, "rb") as f:
             assert f.read() == data, path
     shutil.rmtree(m.path / "case1", ignore_errors=True)
+
+
+def test_rewriting_the_plain_named_duplicate_keeps_its_bytes_under_its_name(
+        mount_factory: Callable[..., Mount], tmp_path: Path) -> None:
+    m = mount_factory()
+    first = m.output("report.csv", b"a,first\n")["id"]
+    twin = m.output("report.csv", b"b,twin\n")["id"]
+    shown_twin = f"report [{twin}].csv"
+    assert sorted(os.listdir(m.path)) == sorted(["report.csv", shown_twin])
+    src = tmp_path / "new.csv"
+    src.write_bytes(b"c,copied\n")
+
+    def both(plain: bytes) -> None:
+        assert (m.path / "report.csv").read_bytes() == plain
+        assert (m.path / shown_twin).read_bytes() == b"b,twin\n"
+        assert sorted(os.listdir(m.path)) == sorted(["report.csv", shown_twin])
+
+    subprocess.run(["cp", str(src), str(m.path / "report.csv")], check=True, timeout=60)
+    both(b"c,copied\n")
+    _refresh(m)
+    both(b"c,copied\n")
+    with open(m.path / "report.csv", "wb") as f:  # a shell's `>`
+        f.write(b"d,redirected\n")
+    both(b"d,redirected\n")
+    _refresh(m)
+    both(b"d,redirected\n")
+    remote = {f["id"]: f for f in m.remote_named("report.csv")}
+    assert len(remote) == 2 and twin in remote and first not in remote  # the twin: kept
+    m.stop()
+    m.start()  # the same cache directory: the rewritten file keeps its place there
+    both(b"d,redirected\n")
+    # The newer duplicate rewritten: it stays the newer one, under its new id.
+    with open(m.path / shown_twin, "wb") as f:
+        f.write(b"e,the twin, again\n")
+    remote = {f["id"]: f for f in m.remote_named("report.csv")}
+    assert len(remote) == 2 and twin not in remote
+    (new_twin,) = [i for i, f in remote.items()
+                   if f["size_bytes"] == len(b"e,the twin, again\n")]
+    _refresh(m)
+    assert (m.path / "report.csv").read_bytes() == b"d,redirected\n"
+    assert (m.path / f"report [{new_twin}].csv").read_bytes() == b"e,the twin, again\n"
+    assert sorted(os.listdir(m.path)) == sorted(["report.csv", f"report [{new_twin}].csv"])
+
+
+def test_an_editors_save_over_the_plain_named_duplicate_keeps_its_name(
+        mount_factory: Callable[..., Mount]) -> None:
+    m = mount_factory()
+    m.output("report.csv", b"a,first\n")
+    twin = m.output("report.csv", b"b,twin\n")["id"]
+    shown_twin = f"report [{twin}].csv"
+    assert sorted(os.listdir(m.path)) == sorted(["report.csv", shown_twin])
+    (m.path / "report.csv.new").write_bytes(b"c,saved\n")  # write a new file, then
+    os.rename(m.path / "report.csv.new", m.path / "report.csv")  # move it over the old
+    for _ in range(2):
+        assert (m.path / "report.csv").read_bytes() == b"c,saved\n"
+        assert (m.path / shown_twin).read_bytes() == b"b,twin\n"
+        assert sorted(os.listdir(m.path)) == sorted(["report.csv", shown_twin])
+        _refresh(m)
+    assert twin in {f["id"] for f in m.remote_named("report.csv")}
