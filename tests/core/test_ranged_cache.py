@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,22 +80,79 @@ async def test_a_sequential_read_fetches_each_byte_once_and_ends_complete(
     assert max(b - a for a, b in asked(client, "f")) >= 4 * readahead.PART_MIN
 
 
+class LinkStream:
+    """A body over a link: ``chunk``-byte pieces at ``rate`` bytes a second, counting
+    how many bodies are being received at once."""
+
+    def __init__(self, link: LinkClient, data: bytes, total: int) -> None:
+        self._link = link
+        self._data = data
+        self.size: int | None = len(data)
+        self.total_size: int | None = total
+        self.ranged: bool | None = True
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        link = self._link
+        link.receiving += 1
+        link.most_receiving = max(link.most_receiving, link.receiving)
+        try:
+            for pos in range(0, len(self._data), link.chunk):
+                piece = self._data[pos:pos + link.chunk]
+                await trio.sleep(len(piece) / link.rate)
+                yield piece
+        finally:
+            link.receiving -= 1
+
+
+class LinkClient(FakeClient):
+    """A service at a distance: each request waits ``rtt`` for its first byte, each
+    body then arrives at ``rate``. Counts the bodies arriving at once and the requests
+    open at once, and how many requests had closed when each was sent."""
+
+    def __init__(self, blobs: dict[str, bytes], rtt: float, rate: float) -> None:
+        super().__init__(blobs)
+        self.rtt = rtt
+        self.rate = rate
+        self.chunk = 64 * KiB
+        self.closed = 0  # requests closed so far
+        self.closed_at_send: list[int] = []  # ... when each request was sent
+        self.receiving = 0
+        self.most_receiving = 0
+        self.open = 0  # requests sent and not closed: connections in use
+        self.most_open = 0
+
+    @asynccontextmanager
+    async def download(self, file_id: str, offset: int = 0, length: int | None = None
+                       ) -> AsyncIterator[LinkStream]:  # type: ignore[override]
+        self.calls.append((file_id, offset))
+        self.lengths.append(length)
+        self.closed_at_send.append(self.closed)
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await trio.sleep(self.rtt)
+            data = self.blobs[file_id]
+            end = len(data) if length is None else min(len(data), offset + length)
+            yield LinkStream(self, data[offset:end], len(data))
+        finally:
+            self.open -= 1
+            self.closed += 1
+
+
 async def test_parallel_streams_run_at_once_for_one_sequential_reader(
-        tmp_path: Path) -> None:
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     data = blob(64 * MiB)
-    client = FakeClient({"f": data}, delay=0.001)
-    most = 0
+    client = LinkClient({"f": data}, rtt=0.040, rate=16e6)
     async with running(tmp_path, client, streams=4) as (cache, _):
         h = await cache.open(remote("f", len(data)))
-        pos = 0
-        while pos < len(data):
-            got = await h.read(pos, MiB)
-            pos += len(got)
-            entry = cache._entries["f"]
-            most = max(most, sum(1 for d in entry.fetches if d.arrived > 0))
+        assert await read_all(h, MiB) == data
         h.close()
         await settle(cache)
-    assert 2 <= most <= 4  # several streams, never more than --download-streams
+    # Several bodies arrive at once. At most --download-streams requests hold the
+    # file's streams; each may have handed its stream on in its last round trip, so
+    # at most twice that many are open.
+    assert client.most_receiving >= 2
+    assert client.most_open <= 2 * 4
     assert each_byte_once(client, "f")
 
 
@@ -223,3 +281,23 @@ def test_reads_at_random_offsets_match_the_file(
             assert b <= c  # no byte asked twice
 
     trio.run(main)
+
+
+async def test_the_next_part_is_asked_for_a_round_trip_before_a_stream_ends(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    # 40 ms and 16 MB/s per connection (the WAN profile), in virtual time: each stream
+    # sends its next request while its current body is still arriving.
+    data = blob(64 * MiB)
+    client = LinkClient({"f": data}, rtt=0.040, rate=16e6)
+    async with running(tmp_path, client, streams=4) as (cache, _):
+        h = await cache.open(remote("f", len(data)))
+        assert await read_all(h, MiB) == data
+        h.close()
+        await settle(cache)
+    assert each_byte_once(client, "f")
+    assert client.most_open <= 2 * 4
+    # Without the hand-on, a stream is free only once its request has closed, so the
+    # k-th request (from 1) is sent after at least k - 4 have closed; with it, some are
+    # sent earlier, while the request they follow is still open.
+    early = [k for k, closed in enumerate(client.closed_at_send, 1) if k - 4 > closed]
+    assert early

@@ -41,6 +41,31 @@ MAX_RESUMES = 1
 TOTAL_STREAMS_PER_STREAM = 4
 # Errors after which resuming the stream may help.
 _RESUMABLE = (Unreachable, ProtocolError, ServerError, RateLimited)
+# A fetch judges its rate only after this many bytes of body.
+RATE_SAMPLE = 256 * 1024
+
+
+class _Streams:
+    """The two stream slots one fetch holds (its file's and the mount's), which it can
+    hand on before its last byte: see :meth:`Fetcher._stream`."""
+
+    __slots__ = ("_limiters", "held")
+
+    def __init__(self, *limiters: trio.CapacityLimiter) -> None:
+        self._limiters = limiters
+        self.held = False
+
+    async def acquire(self) -> None:
+        if not self.held:
+            for limiter in self._limiters:
+                await limiter.acquire()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            for limiter in reversed(self._limiters):
+                limiter.release()
+            self.held = False
 
 
 class Fetcher:
@@ -73,10 +98,15 @@ class Fetcher:
         (then, too, with what did arrive in the file). ``sized(n)`` is called when the
         server says the file has ``n`` bytes. Cancelled (unmount, a drop): ``failed`` is
         called, then it raises."""
+        streams = _Streams(limiter, self.total)
         try:
             with download.cancel_scope:
-                async with limiter, self.total:
-                    return await self._fetch(nursery, file_id, download, failed, sized)
+                try:
+                    await streams.acquire()
+                    return await self._fetch(nursery, file_id, download, streams, failed,
+                                             sized)
+                finally:
+                    streams.release()
         except BaseException:
             if not download.finished:
                 failed(ContentUnavailable("download stopped: unmounting"))
@@ -87,7 +117,7 @@ class Fetcher:
         return False
 
     async def _fetch(self, nursery: trio.Nursery, file_id: str, download: Download,
-                     failed: Callable[[ContentUnavailable], None],
+                     streams: _Streams, failed: Callable[[ContentUnavailable], None],
                      sized: Callable[[int], None]) -> bool:
         # The writer task owns its fd from here on and closes it (see writers.py).
         writer: writers.Writer
@@ -104,7 +134,7 @@ class Fetcher:
         nursery.start_soon(writer.run)
         failure: ContentUnavailable | None = None
         try:
-            await self._stream(file_id, download, writer, sized)
+            await self._stream(file_id, download, writer, streams, sized)
             await writer.wait_drained()
         except ContentUnavailable as exc:
             failure = exc
@@ -141,23 +171,51 @@ class Fetcher:
 
     async def _stream(
         self, file_id: str, download: Download, writer: writers.Writer,
-        sized: Callable[[int], None],
+        streams: _Streams, sized: Callable[[int], None],
     ) -> None:
+        """Stream the body into ``writer``. One round trip before its last byte is
+        due, the fetch hands its stream slots on (``streams.release()``), so the next
+        fetch queued for them sends its request while this one still receives: its
+        first byte then comes about when this one's last does, and the link does not
+        sit idle for a round trip between two parts. The round trip is what this
+        request waited for its first byte; the time left, its bytes left at the rate
+        it has been receiving them."""
         resumes = 0
         while True:
             at = download.start + writer.accepted
             length = None if download.end is None else download.end - at
             if length is not None and length <= 0:
                 return
+            await streams.acquire()  # a resumed request is a request of its own
             try:
                 self.requests += 1
+                sent = trio.current_time()
                 async with self._client.download(file_id, offset=at,
                                                  length=length) as stream:
                     self._note_ranged(stream.ranged, file_id)
                     if stream.total_size is not None:
                         sized(stream.total_size)
+                    end = download.end if download.end is not None else stream.total_size
+                    first_byte = 0.0
+                    got = 0
                     async for chunk in stream.iter_bytes():
                         self.bytes_downloaded += len(chunk)
+                        got += len(chunk)
+                        if streams.held and end is not None:
+                            now = trio.current_time()
+                            first_byte = first_byte or now
+                            if got >= RATE_SAMPLE and now > first_byte:
+                                # The rate over the whole request, its round trip
+                                # included: low rather than high (bytes come in
+                                # bursts), so the slots are handed on a little late
+                                # rather than early.
+                                rate = got / (now - sent)
+                                if end - (at + got) <= rate * (first_byte - sent):
+                                    log.debug("fetch %s [%d, %d): %d bytes left at %.0f "
+                                              "B/s, %.3f s to first byte: streams handed on",
+                                              file_id, download.start, end,
+                                              end - (at + got), rate, first_byte - sent)
+                                    streams.release()
                         data: bytes | memoryview = chunk
                         first = download.first_due(len(chunk)) if writer.inline else 0
                         if first:
