@@ -410,3 +410,62 @@ class LayoutBuilder:
             children=children,
             records=records,
         )
+
+
+def parent_of(record: RemoteFile) -> DisplayPath:
+    """The display path of the folder a record's file is shown in."""
+    head, sep, _ = record.filename.rpartition("/")
+    return display_path(head) if sep else ()
+
+
+def relayout(lay: Layout, *, add: RemoteFile | None = None, drop: str | None = None,
+             ages: Mapping[str, Age] | None = None) -> tuple[Layout, DisplayPath] | None:
+    """``lay`` with one file added (a record whose id it does not hold) or dropped (an
+    id it holds), and the folder whose names changed; None where the change may reach
+    past that folder (then build the layout again).
+
+    The names in a folder depend only on the files shown in it, the folders in it and
+    the ages (rules 2-4 compare paths with the same parent), so only that folder's
+    names are worked out again: O(files in it), plus copying the mappings. Local only
+    while the set of folders stays as it is: a file added in a folder that exists, a
+    file dropped from one that keeps something else in it. The result equals
+    ``layout`` of the changed records with the same folders and ages."""
+    if (add is None) == (drop is None):
+        raise ValueError("relayout takes one change: add or drop")
+    if add is not None:
+        if add.id in lay.records:
+            return None
+        folder = parent_of(add)
+        if folder and folder not in lay.folders:
+            return None  # a new folder
+    else:
+        assert drop is not None
+        path = lay.files.get(drop)
+        if path is None:
+            return None
+        folder = path[:-1]
+    names_in = lay.children.get(folder, ())
+    subfolders = [(*folder, n) for n in names_in if (*folder, n) in lay.folders]
+    old_ids = [lay.by_path[p] for p in ((*folder, n) for n in names_in) if p in lay.by_path]
+    ids = [i for i in old_ids if i != drop]
+    if not ids and not subfolders and drop is not None and folder:
+        return None  # the folder may go with its last file
+    builder = LayoutBuilder(ages)
+    builder.add([lay.records[i] for i in ids] + ([add] if add is not None else []))
+    part = builder.finish(extra_folders=subfolders)
+    files = dict(lay.files)
+    by_path = dict(lay.by_path)
+    records = dict(lay.records)
+    for i in old_ids:
+        del by_path[files.pop(i)]
+    if drop is not None:
+        del records[drop]
+    else:
+        assert add is not None
+        records[add.id] = add
+    files.update(part.files)
+    by_path.update(part.by_path)
+    children = dict(lay.children)
+    children[folder] = part.children.get(folder, ())
+    return Layout(files=files, folders=lay.folders, by_path=by_path, children=children,
+                  records=records), folder

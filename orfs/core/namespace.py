@@ -284,7 +284,9 @@ class Namespace:
         self._mark_refreshed(rf.id)
         if self._in_flight_changes is not None:
             self._in_flight_changes.append(lambda files: files.__setitem__(rf.id, rf))
-        if old is None or old.filename != rf.filename or old.created_at != rf.created_at:
+        if old is None:
+            self._changed(add=rf)
+        elif old.filename != rf.filename or old.created_at != rf.created_at:
             self._dirty()
 
     def remove(self, file_id: str) -> RemoteFile | None:
@@ -296,17 +298,51 @@ class Namespace:
                 files.pop(file_id, None)
             self._in_flight_changes.append(drop)
         if rf is not None:
-            self._dirty()
+            self._changed(drop=file_id)
         return rf
+
+    def _changed(self, *, add: RemoteFile | None = None, drop: str | None = None) -> None:
+        """One file added or dropped: only its folder's names are worked out again
+        (names.relayout), so a `cp -r` into a big workspace does not redo the whole
+        workspace's names after every upload; anything wider builds them again."""
+        changed = None
+        if self._layout is not None:
+            changed = names.relayout(self._layout, add=add, drop=drop, ages=self._ages)
+        if changed is None:
+            self._dirty()
+            return
+        self._layout, folder = changed
+        self._built = None
+        if self._tree is not None:
+            self._tree[folder] = self._folder_tree(self._layout, folder)
 
     def add_local_file(self, path: Path, serial: int) -> None:
         self._local_files[path] = serial
-        self._dirty()
+        # In a folder that exists, the names stay as they are: only that folder's
+        # entries change (the local file over any remote one of its name).
+        folder, lay = path[:-1], self._layout
+        if lay is None or (folder and folder not in lay.folders):
+            self._dirty()
+            return
+        kids = None if self._tree is None else self._tree.get(folder)
+        if kids is not None and not isinstance(kids.get(path[-1]), DirKey):
+            kids[path[-1]] = LocalKey(serial)
 
     def remove_local_file(self, path: Path, serial: int) -> None:
-        if self._local_files.get(path) == serial:
-            del self._local_files[path]
-            self._dirty()
+        if self._local_files.get(path) != serial:
+            return
+        del self._local_files[path]
+        folder, lay = path[:-1], self._layout
+        if lay is None or (folder and not lay.children.get(folder)):
+            self._dirty()  # its folder may go with it
+            return
+        kids = None if self._tree is None else self._tree.get(folder)
+        if kids is not None and kids.get(path[-1]) == LocalKey(serial):
+            file_id = lay.by_path.get(path)
+            if file_id is None:
+                del kids[path[-1]]
+            else:
+                kids[path[-1]] = FileKey(file_id)
 
     def add_local_folder(self, path: Path) -> None:
         self._local_folders.add(path)
@@ -367,6 +403,18 @@ class Namespace:
                 builder.add(self._files.values())
             self._layout = builder.finish(extra_folders=extra)
         return self._layout
+
+    def _folder_tree(self, lay: names.Layout, folder: Path) -> dict[str, Key]:
+        """One folder's entries, as `tree` makes them."""
+        kids: dict[str, Key] = {}
+        for name in lay.children.get(folder, ()):
+            path = (*folder, name)
+            file_id = lay.by_path.get(path)
+            kids[name] = DirKey(path) if file_id is None else FileKey(file_id)
+        for path, serial in self._local_files.items():
+            if path[:-1] == folder and not isinstance(kids.get(path[-1]), DirKey):
+                kids[path[-1]] = LocalKey(serial)
+        return kids
 
     def tree(self) -> dict[Path, dict[str, Key]]:
         """folder path -> {name: key}, the whole namespace (rebuilt after a change)."""

@@ -20,7 +20,9 @@ from orfs.core.names import (
     display_path,
     encode_component,
     layout,
+    parent_of,
     raw_filename,
+    relayout,
     split_ext,
     split_raw,
     with_id,
@@ -560,3 +562,46 @@ def _big_listing(n: int) -> list[RemoteFile]:
             name = f"long/{'x' * 300}{i}.txt"
         out.append(rf(f"or_file_{i:08d}", name, i % 1000))
     return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_relayout_of_one_change_is_the_layout_of_the_changed_listing(
+        data: st.DataObject) -> None:
+    # What the namespace does after an upload or a delete through the mount: only the
+    # folder of the file is worked out again; the result must be the whole layout.
+    listing = data.draw(listings())
+    extra = data.draw(st.lists(st.sampled_from([("a",), ("a", "b"), ("x.txt",)]),
+                               max_size=2))
+    aged = data.draw(st.lists(st.sampled_from(listing), max_size=3)) if listing else []
+    ages = {r.id: (T0 + timedelta(seconds=data.draw(st.integers(-1, 4))), "or_file_x")
+            for r in aged}
+    before = layout(listing, extra, ages)
+    if listing and data.draw(st.booleans()):
+        gone = data.draw(st.sampled_from(listing)).id
+        changed = [r for r in listing if r.id != gone]
+        got = relayout(before, drop=gone, ages=ages)
+    else:
+        known = [r.filename for r in listing] or ["a.csv"]
+        name = data.draw(st.one_of(st.sampled_from(known), _filenames()))
+        new = rf("or_file_new", name, data.draw(st.integers(-1, 4)))
+        changed = [*listing, new]
+        got = relayout(before, add=new, ages=ages)
+        folder = parent_of(new)
+        if not folder or folder in before.folders:
+            assert got is not None  # an add into a folder that exists stays local
+    if got is not None:
+        after, folder = got
+        assert after == layout(changed, extra, ages)
+        # Only that folder's names changed.
+        assert {k: v for k, v in after.children.items() if k != folder} == {
+            k: v for k, v in before.children.items() if k != folder}
+
+
+def test_relayout_gives_up_where_folders_change() -> None:
+    lay = layout([rf("f1", "a/b.txt"), rf("f2", "top.txt")])
+    assert relayout(lay, add=rf("f3", "new/c.txt")) is None  # a new folder
+    assert relayout(lay, drop="f1") is None  # a/ may go with its last file
+    assert relayout(lay, drop="nope") is None
+    assert relayout(lay, add=rf("f1", "a/b.txt")) is None  # an id it holds
+    assert relayout(lay, drop="f2") is not None
