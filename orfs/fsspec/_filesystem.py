@@ -675,6 +675,14 @@ class OpenRouterFileSystem(AsyncFileSystem):  # type: ignore[misc]
         parts, replaces = await self._target(rpath, exclusive=mode == "create")
         size = os.stat(lpath).st_size
         callback.set_size(size)
+        if 0 < size <= min(self._keep_limit, MAX_FILE_SIZE):
+            # A private copy, so that this process can read back what it wrote (the
+            # local file may change or go); copy_file_range makes it cheap.
+            with self._staging_file() as f:
+                await asyncio.to_thread(shutil.copyfile, lpath, f.name)
+                await self._upload_body(parts, _path_body(f.name, size, callback), replaces,
+                                        rpath, f.name)
+            return
         await self._upload_body(parts, _path_body(lpath, size, callback), replaces, rpath)
 
     # -- removing, copying, moving ------------------------------------------------
@@ -722,6 +730,10 @@ class OpenRouterFileSystem(AsyncFileSystem):  # type: ignore[misc]
         """Copy = download, then upload under the new name: the copy is an uploaded file,
         so the service will not serve its bytes to another process (this one keeps them,
         see ``keep_written``). An unreadable source is PermissionError."""
+        kind, _, _ = await self._resolve(path1)
+        if kind == "directory":  # a recursive copy lists folders too
+            await self._makedirs(path2, exist_ok=True)
+            return
         rf, _ = await self._readable(path1)
         parts, replaces = await self._target(path2)
         if rf is not None and replaces is not None and rf.id == replaces.id:
