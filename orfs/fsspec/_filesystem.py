@@ -453,12 +453,14 @@ class OpenRouterFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if kept is not None:
             self._kept.move_to_end(rf.id)
             return await asyncio.to_thread(_pread, kept[0], start, end - start)
-        buf = bytearray(end - start)
+        # Chunks as they come, joined once at the end: one copy of the bytes, not three.
+        pieces: list[tuple[int, bytes]] = []
 
         def sink(at: int, chunk: bytes) -> None:
-            buf[at - start:at - start + len(chunk)] = chunk
+            pieces.append((at, chunk))
         await self._transfer(rf, start, end, sink, path)
-        return bytes(buf)
+        pieces.sort(key=lambda piece: piece[0])
+        return b"".join(chunk for _, chunk in pieces)
 
     def _parts(self, start: int, end: int) -> list[tuple[int, int]]:
         n = end - start
