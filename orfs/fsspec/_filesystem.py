@@ -157,6 +157,9 @@ class OpenRouterFileSystem(AsyncFileSystem):  # type: ignore[misc]
         self._records: dict[str, RemoteFile] = {}
         self._listed_at: float | None = None
         self._layout_: names.Layout | None = None
+        # While a listing runs: the changes made here meanwhile (id -> record, or None
+        # for a delete), applied to it when it ends.
+        self._during: list[tuple[str, RemoteFile | None]] | None = None
         self._by_id: dict[str, tuple[float, RemoteFile]] = {}
         self._empties: dict[names.DisplayPath, _Empty] = {}
         self._folders: set[names.DisplayPath] = set()
@@ -216,12 +219,23 @@ class OpenRouterFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 if not self._fresh():
                     started = time.monotonic()
                     records: dict[str, RemoteFile] = {}
+                    during: list[tuple[str, RemoteFile | None]] = []
+                    self._during = during
                     try:
                         async for page in s.client.list_pages(1000):
                             for rf in page:
                                 records[rf.id] = rf
                     except ApiError as exc:
                         raise read_error(exc, "") from None
+                    finally:
+                        self._during = None
+                    # Uploads and deletes made here while the pages came in: a page
+                    # fetched before one of them does not show it.
+                    for file_id, change in during:
+                        if change is None:
+                            records.pop(file_id, None)
+                        else:
+                            records[file_id] = change
                     log.debug("listed %d files", len(records))
                     self._records, self._listed_at = records, started
                     self._layout_ = None
@@ -613,6 +627,8 @@ class OpenRouterFileSystem(AsyncFileSystem):  # type: ignore[misc]
         if rf.filename != filename:
             log.warning("uploaded %r, but the service stored it as %r", filename, rf.filename)
         self._records[rf.id] = rf
+        if self._during is not None:
+            self._during.append((rf.id, rf))
         self._empties.pop(parts, None)
         if staged is not None:
             self._keep(rf.id, staged, size)
@@ -697,6 +713,8 @@ class OpenRouterFileSystem(AsyncFileSystem):  # type: ignore[misc]
         except ApiError as exc:
             raise read_error(exc, path) from None
         self._records.pop(rf.id, None)
+        if self._during is not None:
+            self._during.append((rf.id, None))
         self._by_id.pop(rf.id, None)
         self._forget_kept(rf.id)
         self._changed()

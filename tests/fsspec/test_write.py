@@ -166,3 +166,35 @@ def test_mv_copies_then_deletes_and_an_upload_cannot_move(
     with pytest.raises(PermissionError):     # another process cannot read an upload
         other.mv("copy.csv", "elsewhere.csv")
     assert other.exists("copy.csv") and not other.exists("elsewhere.csv")
+
+
+def test_changes_made_while_a_listing_runs_are_kept_in_it(
+        make_fs: MakeFs, emulator_factory: object) -> None:
+    import threading
+    import time
+
+    emu = emulator_factory("--latency-ms", "100")  # type: ignore[operator]
+    fs = make_fs(api_base=emu.url, listing_ttl=2.5)
+    # old.csv on the first page: the listing has it before the delete below.
+    old = emu.create_output("old.csv", CSV, workspace_id=fs.workspace)
+    emu.create_outputs([(f"many/f{i:05d}", 1) for i in range(10_000)],
+                       workspace_id=fs.workspace)
+    started = time.monotonic()
+    fs.ls("")                                   # 11 pages, about 1.1 s
+    f = fs.open("old.csv", "wb")                # replaces old.csv at close
+    f.write(b"x,y\n5,6\n")
+    time.sleep(max(0.0, started + 2.6 - time.monotonic()))   # the listing expires
+    emu.reset_stats()
+    listing = threading.Thread(target=fs.ls, args=("many",))
+    listing.start()
+    deadline = time.monotonic() + 10
+    while emu.stats()["list"] < 2 and time.monotonic() < deadline:  # pages are coming
+        time.sleep(0.01)
+    f.close()                                   # upload, then delete, during the listing
+    running = listing.is_alive()
+    listing.join()
+    assert running, "the listing ended before the changes: the test proved nothing"
+    info = fs.info("old.csv")
+    assert info["id"] != old["id"] and blob(emu, info["id"]) == b"x,y\n5,6\n"
+    assert [e["id"] for e in fs.ls("") if e["name"] == "old.csv"] == [info["id"]]
+    assert emu.stats()["list"] == 11            # listed once
