@@ -99,7 +99,7 @@ def test_dask_read_csv_on_a_local_cluster_of_two_worker_processes(
     opts = {"api_base": emu.url, "workspace": fs.workspace}
     emu.reset_stats()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         df = dd.read_csv("openrouter://logs/*.csv", storage_options=opts)
         assert df.npartitions == 6
         assert int(df["value"].sum().compute()) == total
