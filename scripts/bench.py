@@ -130,7 +130,7 @@ WAN_PARALLEL, WAN_PARALLEL_SIZE = 8, 8 * MiB
 WAN_STREAMS = 4  # direct ranged streams of the strongest sequential baseline
 WAN_RANDOM_READS, WAN_RANDOM_SIZE, WAN_RANDOM_SEED = 20, 4 * KiB, 20261206
 WAN_TAIL = 64 * KiB
-WAN_GROUPS = ("sequential", "tail", "random", "first", "parallel")
+WAN_GROUPS = ("sequential", "tail", "random", "first", "parallel", "fsspec")
 PROFILES = {"loopback": GROUPS, "wan": WAN_GROUPS}
 
 
@@ -1025,9 +1025,81 @@ def wan_groups(bench: Bench, only: list[str]) -> list[Group]:
                   "MiB/s", Target(">=", 1.0), f"{WAN_PARALLEL} direct single streams")
         out.append(Group(f"{WAN_PARALLEL} parallel reads", [par],
                          lambda: bench.parallel(par, WAN_PARALLEL, WAN_PARALLEL_SIZE)))
+    if "fsspec" in only:
+        cat = Row("wan_fsspec_cat", f"openrouter:// cat_file of a {big} output", "MiB/s",
+                  Target(">=", 0.9), f"{WAN_STREAMS} ranged direct streams at once")
+        columnar = Row("wan_fsspec_parquet", f"pyarrow reads 1 column of 16 of a {big} Parquet"
+                       " output via openrouter://", "% of file", Target("<=", 20))
+        out.append(Group("openrouter:// (fsspec)", [cat, columnar],
+                         lambda: wan_fsspec(bench, cat, columnar)))
     rss = Row("rss", "peak RSS of a mount process (VmHWM)", "MiB", Target("<=", 100))
     out.append(Group("peak RSS", [rss], lambda: bench.peak_rss(rss)))
     return out
+
+
+WAN_PARQUET_COLUMNS = 16
+
+
+def wan_fsspec(bench: Bench, cat: Row, columnar: Row) -> None:
+    """openrouter:// (orfs.fsspec, in this process) at a distance, each sample on a new
+    filesystem instance that has listed the workspace once: `cat_file` of the output
+    vs several ranged direct streams at once; the bytes the emulator sent while pyarrow
+    read one column of a Parquet output, as a share of the file."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from orfs.fsspec import OpenRouterFileSystem
+
+    def fresh() -> OpenRouterFileSystem:
+        fs = OpenRouterFileSystem(api_key=bench.key, api_base=bench.emu.url,
+                                  skip_instance_cache=True)
+        fs.ls("")
+        return fs
+
+    name = "wan-seq.bin"
+    file_id, _ = bench.output(name, WAN_BIG)
+    quarter = -(-WAN_BIG // WAN_STREAMS)
+    spans = [(i, min(i + quarter, WAN_BIG) - 1) for i in range(0, WAN_BIG, quarter)]
+
+    def direct() -> None:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(len(spans)) as pool:
+            got = sum(r[1] for r in pool.map(lambda s: bench.emu.download_range(
+                file_id, *s), spans))
+        cat.baseline.append(mibps(got, time.perf_counter() - t0))
+
+    def through_fsspec() -> None:
+        fs = fresh()
+        t0 = time.perf_counter()
+        got = len(fs.cat_file(name))
+        seconds = time.perf_counter() - t0
+        if got != WAN_BIG:
+            raise BenchError(f"cat_file gave {got} bytes of {WAN_BIG}")
+        cat.orfs.append(mibps(got, seconds))
+
+    for rep in range(bench.plan.reps):
+        alternate(rep, through_fsspec, direct, [cat])
+
+    # Incompressible doubles, stored uncompressed in 4 row groups: each column is 1/16.
+    rows = WAN_BIG // (8 * WAN_PARQUET_COLUMNS)
+    rng = np.random.default_rng(20261207)
+    table = pa.table({f"c{i}": rng.random(rows) for i in range(WAN_PARQUET_COLUMNS)})
+    local = bench.work / "local" / "wan.parquet"
+    local.parent.mkdir(exist_ok=True)
+    pq.write_table(table, local, row_group_size=rows // 4, compression="none",
+                   use_dictionary=False)
+    del table
+    size = local.stat().st_size
+    bench.emu.create_output("wan.parquet", local)
+    for _ in range(bench.plan.reps):
+        fs = fresh()
+        bench.emu.reset_stats()
+        got = pq.read_table("wan.parquet", columns=["c3"], filesystem=fs)
+        if got.num_rows != rows:
+            raise BenchError(f"read {got.num_rows} rows of {rows}")
+        columnar.orfs.append(round(100.0 * bench.emu.bytes_sent() / size, 1))
+    columnar.notes.append(f"the file is {size / MiB:.1f} MiB")
 
 
 def run_group(group: Group) -> None:
