@@ -1073,11 +1073,11 @@ async def test_a_download_deleted_elsewhere_that_still_streams_is_read_to_its_en
         assert cache.statistics()["entries"] == 0
 
 
-async def test_a_writer_stopped_before_its_last_write_keeps_nothing(
+async def test_a_writer_cancelled_writes_out_what_arrived_before_it_closes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # An unmount can stop a direct writer while its last, partial buffer is still in
-    # memory: the fetch must then count as failed (nothing marked present), never as
-    # finished with a hole where its bytes should be.
+    # An unmount cancels a direct writer while its last, partial buffer is still in
+    # memory: it writes that buffer out first, so the fetch's bytes can be kept (and
+    # `done` says so only once they are in the file).
     monkeypatch.setattr(writers, "DIRECT_WRITES", True)
     path = tmp_path / "f"
     path.write_bytes(b"")
@@ -1086,6 +1086,33 @@ async def test_a_writer_stopped_before_its_last_write_keeps_nothing(
     fd = writers.open_direct(path)
     assert fd >= 0  # O_DIRECT works where the tests run
     writer = writers.DirectWriter(fd, fetch, buffers.BufferPool())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        writer.put(b"0123456789")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert writer.closed.is_set() and fetch.written
+    assert writer.done and fetch.kept
+    assert path.read_bytes() == b"0123456789"
+
+
+async def test_a_writer_that_cannot_write_out_at_cancel_keeps_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same, when the last write fails: the fetch counts as failed with nothing
+    # marked present, never as finished with a hole where its bytes should be.
+    monkeypatch.setattr(writers, "DIRECT_WRITES", True)
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    os.truncate(path, 10)
+    fetch = Download(path, 0, None, file_size=10)
+    fd = writers.open_direct(path)
+    assert fd >= 0
+    writer = writers.DirectWriter(fd, fetch, buffers.BufferPool())
+
+    async def refuse(views: list[memoryview], offset: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(writer, "_write", refuse)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer.run)
         writer.put(b"0123456789")

@@ -181,10 +181,11 @@ class ContentCache:
         return sum(e.size for e in self._entries.values() if e.complete and e.adopted)
 
     def fetch_counts(self) -> dict[str, int]:
-        """What the status shows of the fetches: bytes received, requests made, and
-        whether the server was found to ignore ranges."""
+        """What the status shows of the fetches: bytes received, requests made, fetches
+        running now, and whether the server was found to ignore ranges."""
         return {"downloaded": self._fetcher.bytes_downloaded,
                 "download_requests": self._fetcher.requests,
+                "downloads_in_flight": self._active.running(),
                 "ranges_off": int(self._fetcher.ranged is False)}
 
     def statistics(self) -> dict[str, int]:
@@ -426,13 +427,19 @@ class ContentCache:
         self._active.discard(download)
         entry.remove_fetch(download)
         if download.written and download.kept:
-            # What arrived is in the file (the writer finished): keep its whole pages.
-            keep = download.reached - (download.reached - download.start) % _PAGE
+            # What arrived is in the file (the writer finished): keep its whole pages,
+            # or all of it if all of its range arrived.
+            keep = download.reached
+            if keep < (entry.size if download.end is None else download.end):
+                keep -= (keep - download.start) % _PAGE
             self._add_present(entry, download.start, keep)
         download.finish(error)
         self._downloads_failed += 1
         log.warning("download %s failed at byte %d: %s",
                     entry.file_id, download.reached, error.reason)
+        if (self._live(entry) and not entry.complete
+                and entry.present.covers(0, entry.size)):
+            self._now_complete(entry)
         if (self._live(entry) and not entry.complete and entry.pins == 0
                 and not entry.present and not entry.fetches):
             self._forget(entry)

@@ -140,9 +140,13 @@ class Fetcher:
             failure = exc
         except BaseException:
             # Cancelled (unmount, the file removed) or a bug: never leave a reader
-            # waiting; what arrived is not kept.
+            # waiting. What arrived is kept if the writer gets it into the file first
+            # (it writes out its ring when cancelled, within writers.FLUSH_TIMEOUT).
             writer.close(sync=False)
-            failed(ContentUnavailable("download stopped"))
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(writers.FLUSH_TIMEOUT + 1):
+                    await writer.closed.wait()
+                failed(ContentUnavailable("download stopped"))
             raise
         if failure is not None:
             # Let what did arrive reach the file first: readers of it are still served.

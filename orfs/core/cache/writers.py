@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 DIRECT_WRITES = True
 RING_BUFFERS = 3           # per download: one filling, the others being written or read
 _ALIGN = 4096              # O_DIRECT offsets and lengths: a multiple of the block size
+# At an unmount, how long a writer may take to write out what is still in its ring.
+FLUSH_TIMEOUT = 5.0
 
 
 class Writer(abc.ABC):
@@ -171,6 +173,7 @@ class DirectWriter(Writer):
         self._written = 0  # buffers written to the file, counted from the start
         self._rest: memoryview | None = None  # the part of a chunk waiting for a buffer
         self._closing = False
+        self._last_written = False
         self._wake = trio.Event()
         self._space = trio.Event()
         self._drained = trio.Event()
@@ -274,32 +277,46 @@ class DirectWriter(Writer):
 
     async def run(self) -> None:
         try:
-            while True:
-                if self._written < self._index and self.error is None:
-                    # Every full buffer not yet written, in one call: the disk's latency
-                    # is paid once for them all.
-                    first, end = self._written, self._index
-                    views = [self._slots[k % RING_BUFFERS][1] for k in range(first, end)]
-                    try:
-                        await self._write(
-                            views, self._download.start + first * buffers.BUFFER_SIZE)
-                    except OSError as exc:
-                        self.error = exc
-                    else:
-                        self._written = end
-                    self._space.set()
-                    self._drained.set()
-                    continue
-                if self._closing:
-                    break
-                self._wake = trio.Event()
-                await self._wake.wait()
-            if self.error is None and self._fill:
-                await self._write_last()
-            self.done = self.error is None
-            await self._sync_if_asked()
+            try:
+                await self._write_out()
+            except trio.Cancelled:
+                # Unmounting: what arrived is written out before the descriptor closes
+                # (at most a ring of buffers), so the cache can keep it.
+                with trio.CancelScope(shield=True), trio.move_on_after(FLUSH_TIMEOUT):
+                    self._closing = True
+                    await self._write_out()
+                raise
         finally:
             self._closed()
+
+    async def _write_out(self) -> None:
+        """Write each buffer as it fills until closed, then the last one; fsync if
+        asked. ``done`` once every byte that arrived is in the file."""
+        while True:
+            if self._written < self._index and self.error is None:
+                # Every full buffer not yet written, in one call: the disk's latency
+                # is paid once for them all.
+                first, end = self._written, self._index
+                views = [self._slots[k % RING_BUFFERS][1] for k in range(first, end)]
+                try:
+                    await self._write(
+                        views, self._download.start + first * buffers.BUFFER_SIZE)
+                except OSError as exc:
+                    self.error = exc
+                else:
+                    self._written = end
+                self._space.set()
+                self._drained.set()
+                continue
+            if self._closing:
+                break
+            self._wake = trio.Event()
+            await self._wake.wait()
+        if self.error is None and self._fill and not self._last_written:
+            await self._write_last()
+            self._last_written = True
+        self.done = self.error is None
+        await self._sync_if_asked()
 
     async def _write_last(self) -> None:
         at = self._download.start + self._index * buffers.BUFFER_SIZE
