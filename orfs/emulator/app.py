@@ -34,15 +34,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from orfs.emulator.faults import FaultInjector, Pacer
-from orfs.emulator.seed import seed_demo
-from orfs.emulator.sniff import (
+from orfs.contenttypes import (
     TextCheck,
     UnsupportedType,
     sniff_file,
     sniff_known,
     sniff_known_bytes,
 )
+from orfs.emulator.faults import FaultInjector, Pacer
+from orfs.emulator.seed import seed_demo
 from orfs.emulator.store import DEFAULT_QUOTA, FileRecord, NewFile, QuotaExceeded, Scope, Store
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from orfs.emulator import sniff
+from orfs import contenttypes as sniff
 from tests.emulator.conftest import InProcess
 from tests.emulator.samples import ACCEPTED, REJECTED
 
