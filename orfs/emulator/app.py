@@ -723,9 +723,13 @@ def _bulk_entries(body: bytes | bytearray) -> list[_BulkEntry]:
 
 
 def _write_fill(path: Path, fill: bytes, size: int) -> None:
-    """``size`` bytes of ``fill`` repeated, in blocks (never the whole file in memory)."""
+    """``size`` bytes of ``fill`` repeated, in blocks (never the whole file in memory);
+    a fill of NUL bytes is a sparse file (a workspace filled to its quota costs no disk)."""
     block = fill * max(1, FILL_BLOCK // len(fill))  # whole repetitions: blocks join up
     with path.open("xb") as f:
+        if not fill.strip(b"\0"):
+            f.truncate(size)
+            return
         left = size
         while left > 0:
             left -= f.write(block[:left])
