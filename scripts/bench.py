@@ -987,6 +987,15 @@ class WanWrites:
             r = self.bench.emu.client.get("files", params={"limit": 1000,
                                                            "cursor": page["cursor"]})
 
+    def remove(self, prefix: str) -> None:
+        """Delete what a sample made (WAN_UPLOAD_STREAMS at a time), so every sample
+        starts from the same workspace: each upload through the mount works out the
+        names of the whole workspace again, so a workspace that grew from sample to
+        sample would slow the later ones (docs/PERFORMANCE.md)."""
+        ids = [i for ids in self.stored(prefix).values() for i in ids]
+        with ThreadPoolExecutor(WAN_UPLOAD_STREAMS) as pool:
+            list(pool.map(self.bench.emu.delete, ids))
+
     def landed_exactly(self, prefix: str, sources: dict[str, Path]) -> tuple[bool, bool]:
         """(no name under `prefix` stored twice, every source stored byte-exact under
         prefix + its name) once the copy is done."""
@@ -1027,6 +1036,7 @@ class WanWrites:
                 with ThreadPoolExecutor(WAN_UPLOAD_STREAMS) as pool:
                     list(pool.map(lambda a: bench.emu.upload(*a), names))
             row.baseline.append(time.perf_counter() - t0)
+            self.remove(f"direct-{bench.serial}/")
 
         def through_orfs() -> None:
             with bench.listed_mount(f"{tool} of {len(sources)} files, {mode}",
@@ -1049,6 +1059,7 @@ class WanWrites:
             once, same = self.landed_exactly(top + "/", sources)
             dupes.append(not once)
             exact.append(same)
+            self.remove(top + "/")
 
         for rep in range(bench.plan.reps):
             alternate(rep, through_orfs, direct, [row])
@@ -1092,9 +1103,7 @@ class WanWrites:
             once, same = self.landed_exactly(name, {"": src})
             dupes.append(not once)
             exact.append(same)
-            for ids in self.stored(name).values():  # 64 MiB a sample: not kept
-                for file_id in ids:
-                    bench.emu.delete(file_id)
+            self.remove(name)
 
         for rep in range(bench.plan.reps):
             alternate(rep, through_orfs, direct, [row])
