@@ -130,7 +130,11 @@ WAN_PARALLEL, WAN_PARALLEL_SIZE = 8, 8 * MiB
 WAN_STREAMS = 4  # direct ranged streams of the strongest sequential baseline
 WAN_RANDOM_READS, WAN_RANDOM_SIZE, WAN_RANDOM_SEED = 20, 4 * KiB, 20261206
 WAN_TAIL = 64 * KiB
-WAN_GROUPS = ("sequential", "tail", "random", "first", "parallel", "fsspec")
+WAN_GROUPS = ("sequential", "tail", "random", "first", "parallel", "writes", "fsspec")
+# The WAN write rows (WanWrites): a tree of small text files, and one big text file.
+WAN_TREE_FOLDERS, WAN_TREE_FILES, WAN_TREE_SEED = 5, 100, 20261207
+WAN_TREE_SIZES = (1 * KiB, 8 * KiB)  # each small file's size, drawn in this range
+WAN_UPLOAD_STREAMS = 8  # the direct baseline of the async rows: uploads at a time
 PROFILES = {"loopback": GROUPS, "wan": WAN_GROUPS}
 
 
@@ -848,8 +852,8 @@ class Bench:
     # listed once before the timed command
 
     @contextlib.contextmanager
-    def listed_mount(self, label: str) -> Iterator[Path]:
-        with self.orfs_mount(label) as mnt:
+    def listed_mount(self, label: str, extra: tuple[str, ...] = ()) -> Iterator[Path]:
+        with self.orfs_mount(label, extra=extra) as mnt:
             os.listdir(mnt)
             self.emu.reset_stats()
             yield mnt
@@ -926,6 +930,215 @@ class Bench:
         label, peak = max(self.rss, key=lambda x: x[1])
         row.orfs.append(peak)
         row.notes.append(f"highest in a {label} mount; {len(self.rss)} mounts measured")
+
+
+# ------------------------------------------------------------- the WAN write rows
+
+
+def orfs_has_option(option: str) -> bool:
+    """Does `orfs mount --help` offer this option (rows of features not built yet)?"""
+    done = subprocess.run([PYTHON, "-m", "orfs", "mount", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    return option in done.stdout
+
+
+class WanWrites:
+    """Writes through a fresh mount at a distance vs direct uploads: a tree of small text
+    files copied by a tool (`cp -r`, `tar -x`, `rsync -a`), and `cp` of one big text
+    file. ``mode`` is the mount's --uploads mode: ``sync`` (close waits for the upload,
+    the baseline uploads one after another) or ``async`` (the tool, then `orfs sync`,
+    against WAN_UPLOAD_STREAMS direct uploads at a time). Every orfs sample also
+    checks that each file made one upload request, that no name landed twice, and that
+    the bytes the emulator stored are the source's (read from its blob files: uploads
+    are not downloadable through the API)."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.tree: Path | None = None
+        self.files: list[Path] = []  # the tree's files, relative to it
+
+    # the data
+
+    def source_tree(self) -> Path:
+        """WAN_TREE_FILES CSV files of assorted small sizes in WAN_TREE_FOLDERS folders."""
+        if self.tree is None:
+            tree = self.bench.work / "local" / "tree"
+            rng = random.Random(WAN_TREE_SEED)
+            for i in range(WAN_TREE_FILES):
+                rel = Path(f"d{i % WAN_TREE_FOLDERS}") / f"f{i:03d}.csv"
+                (tree / rel.parent).mkdir(parents=True, exist_ok=True)
+                write_csv(tree / rel, rng.randrange(*WAN_TREE_SIZES))
+                self.files.append(rel)
+            self.tree = tree
+        return self.tree
+
+    def stored(self, prefix: str) -> dict[str, list[str]]:
+        """filename -> ids of the workspace's files whose name starts with `prefix`."""
+        r = self.bench.emu.client.get("files", params={"limit": 1000})
+        out: dict[str, list[str]] = {}
+        while True:
+            r.raise_for_status()
+            page = r.json()
+            for f in page["data"]:
+                if f["filename"].startswith(prefix):
+                    out.setdefault(f["filename"], []).append(f["id"])
+            if not page.get("cursor"):
+                return out
+            r = self.bench.emu.client.get("files", params={"limit": 1000,
+                                                           "cursor": page["cursor"]})
+
+    def remove(self, prefix: str) -> None:
+        """Delete what a sample made (WAN_UPLOAD_STREAMS at a time), so every sample
+        starts from the same workspace: each upload through the mount works out the
+        names of the whole workspace again, so a workspace that grew from sample to
+        sample would slow the later ones (docs/PERFORMANCE.md)."""
+        ids = [i for ids in self.stored(prefix).values() for i in ids]
+        with ThreadPoolExecutor(WAN_UPLOAD_STREAMS) as pool:
+            list(pool.map(self.bench.emu.delete, ids))
+
+    def landed_exactly(self, prefix: str, sources: dict[str, Path]) -> tuple[bool, bool]:
+        """(no name under `prefix` stored twice, every source stored byte-exact under
+        prefix + its name) once the copy is done."""
+        stored = self.stored(prefix)
+        once = all(len(ids) == 1 for ids in stored.values())
+        blobs = self.bench.emu.dir / "data" / "blobs"
+        exact = stored.keys() == {prefix + name for name in sources} and all(
+            sha256_of(blobs / stored[prefix + name][0]) == sha256_of(src)
+            for name, src in sources.items())
+        return once, exact
+
+    # the rows
+
+    def tree_copy(self, row: Row, tool: str, mode: str) -> None:
+        """`tool` copies the tree into a new folder of a fresh mount (then `orfs sync`
+        when async), vs direct uploads of the same files (one after another when sync,
+        WAN_UPLOAD_STREAMS at a time when async)."""
+        bench = self.bench
+        tree = self.source_tree()
+        sources = {rel.as_posix(): tree / rel for rel in self.files}
+        archive = bench.work / "local" / "tree.tar"
+        if tool == "tar" and not archive.exists():
+            subprocess.run(["tar", "-cf", str(archive), "-C", str(tree), "."], check=True)
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not installed (./scripts/setup installs it)")
+        uploads: list[int] = []
+        dupes: list[bool] = []
+        exact: list[bool] = []
+
+        def direct() -> None:
+            bench.serial += 1
+            names = [(src, f"direct-{bench.serial}/{name}") for name, src in sources.items()]
+            t0 = time.perf_counter()
+            if mode == "sync":
+                for src, name in names:
+                    bench.emu.upload(src, name)
+            else:
+                with ThreadPoolExecutor(WAN_UPLOAD_STREAMS) as pool:
+                    list(pool.map(lambda a: bench.emu.upload(*a), names))
+            row.baseline.append(time.perf_counter() - t0)
+            self.remove(f"direct-{bench.serial}/")
+
+        def through_orfs() -> None:
+            with bench.listed_mount(f"{tool} of {len(sources)} files, {mode}",
+                                    extra=("--uploads", mode) if mode != "sync" else ()
+                                    ) as mnt:
+                bench.serial += 1
+                top = f"{tool}-{bench.serial}"
+                dest = mnt / top
+                argv = {"cp": ["cp", "-r", str(tree), str(dest)],
+                        "tar": ["tar", "-xf", str(archive), "-C", str(dest)],
+                        "rsync": ["rsync", "-a", f"{tree}/", f"{dest}/"]}[tool]
+                t0 = time.perf_counter()
+                if tool == "tar":
+                    dest.mkdir()
+                run_tool(argv)
+                if mode != "sync":
+                    run_tool([PYTHON, "-m", "orfs", "sync", str(mnt)])
+                row.orfs.append(time.perf_counter() - t0)
+                uploads.append(bench.emu.stats().get("upload", 0))
+            once, same = self.landed_exactly(top + "/", sources)
+            dupes.append(not once)
+            exact.append(same)
+            self.remove(top + "/")
+
+        for rep in range(bench.plan.reps):
+            alternate(rep, through_orfs, direct, [row])
+        if uploads:
+            row.notes.append(f"upload requests per copy: {uploads}")
+            row.checks[f"uploads = files ({len(sources)})"] = all(
+                n == len(sources) for n in uploads)
+            row.checks["remote duplicates 0"] = not any(dupes)
+            row.checks["bytes byte-exact"] = all(exact)
+
+    def big_copy(self, row: Row, mode: str) -> None:
+        """`cp` of one WAN_BIG text file into a fresh mount (then `orfs sync` when async)
+        vs one direct streamed upload."""
+        bench = self.bench
+        src = bench.work / "local" / f"wan-write-{size_label(WAN_BIG).replace(' ', '')}.csv"
+        if not src.exists():
+            src.parent.mkdir(exist_ok=True)
+            write_csv(src, WAN_BIG)
+        uploads: list[int] = []
+        dupes: list[bool] = []
+        exact: list[bool] = []
+
+        def direct() -> None:
+            bench.serial += 1
+            seconds, file_id = bench.emu.upload(src, f"direct-{bench.serial}-{src.name}")
+            row.baseline.append(mibps(WAN_BIG, seconds))
+            bench.emu.delete(file_id)
+
+        def through_orfs() -> None:
+            with bench.listed_mount(f"cp of {size_label(WAN_BIG)}, {mode}",
+                                    extra=("--uploads", mode) if mode != "sync" else ()
+                                    ) as mnt:
+                bench.serial += 1
+                name = f"cp-{bench.serial}-{src.name}"
+                t0 = time.perf_counter()
+                run_tool(["cp", str(src), str(mnt / name)])
+                if mode != "sync":
+                    run_tool([PYTHON, "-m", "orfs", "sync", str(mnt)])
+                row.orfs.append(mibps(WAN_BIG, time.perf_counter() - t0))
+                uploads.append(bench.emu.stats().get("upload", 0))
+            once, same = self.landed_exactly(name, {"": src})
+            dupes.append(not once)
+            exact.append(same)
+            self.remove(name)
+
+        for rep in range(bench.plan.reps):
+            alternate(rep, through_orfs, direct, [row])
+        if uploads:
+            row.notes.append(f"upload requests per cp: {uploads}")
+            row.checks["uploads = files (1)"] = all(n == 1 for n in uploads)
+            row.checks["remote duplicates 0"] = not any(dupes)
+            row.checks["bytes byte-exact"] = all(exact)
+
+
+def wan_write_groups(bench: Bench) -> list[Group]:
+    """The WAN write rows: sync always; async when the mount offers --uploads."""
+    writes = WanWrites(bench)
+    n, folders, big = WAN_TREE_FILES, WAN_TREE_FOLDERS, size_label(WAN_BIG)
+    out: list[Group] = []
+
+    def tree(tool: str, what: str, mode: str, target: float) -> Group:
+        then = ", then orfs sync" if mode != "sync" else ""
+        base = (f"{n} direct uploads one after another" if mode == "sync"
+                else f"{n} direct uploads, {WAN_UPLOAD_STREAMS} at a time")
+        row = Row(f"wan_{tool}_{mode}", f"{what} of {n} small text files in {folders}"
+                  f" folders{then}, --uploads {mode}", "s", Target("<=", target), base)
+        return Group(f"{what}, {mode}", [row], lambda: writes.tree_copy(row, tool, mode))
+
+    def one(mode: str) -> Group:
+        then = ", then orfs sync" if mode != "sync" else ""
+        row = Row(f"wan_cp_{big.replace(' ', '')}_{mode}", f"cp of one {big} text file{then},"
+                  f" --uploads {mode}", "MiB/s", Target(">=", 0.9), "one direct upload")
+        return Group(f"cp of {big}, {mode}", [row], lambda: writes.big_copy(row, mode))
+
+    if orfs_has_option("--uploads"):
+        out += [tree("cp", "cp -r", "async", 1.5), tree("tar", "tar -x", "async", 1.5),
+                tree("rsync", "rsync -a", "async", 1.5)]
+    out += [tree("cp", "cp -r", "sync", 1.1), one("sync")]
+    return out
 
 
 # -------------------------------------------------------------------- the groups
@@ -1025,6 +1238,8 @@ def wan_groups(bench: Bench, only: list[str]) -> list[Group]:
                   "MiB/s", Target(">=", 1.0), f"{WAN_PARALLEL} direct single streams")
         out.append(Group(f"{WAN_PARALLEL} parallel reads", [par],
                          lambda: bench.parallel(par, WAN_PARALLEL, WAN_PARALLEL_SIZE)))
+    if "writes" in only:
+        out += wan_write_groups(bench)
     if "fsspec" in only:
         cat = Row("wan_fsspec_cat", f"openrouter:// cat_file of a {big} output", "MiB/s",
                   Target(">=", 0.9), f"{WAN_STREAMS} ranged direct streams at once")

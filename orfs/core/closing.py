@@ -4,9 +4,10 @@
 last close of a handle as a release (whose error reaches nobody; docs/FUSE.md, "Close:
 flush and release"). So:
 
-    flush    a writer's close seals the staged bytes (after a crash they upload); then
-             the file uploads now and close waits for it, unless its name looks
-             temporary and it is held for a rename (upload_policy.py)
+    flush    a writer's close seals the staged bytes (after a crash they upload); what
+             the service would refuse for certain is refused (admission.py, no
+             request); then the file uploads now and close waits for it, unless its
+             name looks temporary and it is held for a rename (upload_policy.py)
     fsync    the same, except that a held file is only made durable here
     release  the last handle of a local file: a rewrite copy never written is dropped
              (the remote file shows again, no request); an unlinked file's staging goes;
@@ -43,6 +44,7 @@ class Closer:
         local = handle.local
         if handle.writable:
             self._files.seal(local)  # after a crash, closed files upload
+        await self._files.admit(local)  # what the service would refuse: refused now
         if self._held.hold(local):
             return  # a temporary name: held for a rename
         await self._files.upload(local)

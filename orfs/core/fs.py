@@ -108,7 +108,8 @@ class Filesystem:
         # Streamed uploads of sequential writers; run by `streams.run`.
         self.streams = UploadStreams(lambda name, body: client.upload(name, body),
                                      LocalFile.upload_name, enabled=stream_uploads,
-                                     allowed=lambda lf: self._held.may_stream(lf))
+                                     allowed=lambda lf: (self._held.may_stream(lf)
+                                                         and self._files.may_stream(lf)))
         self._files = LocalFiles(self._t, self.streams, staging_dir)
         # A closed file with a temporary-looking name waits temp_grace seconds for a
         # rename before it uploads under its own name (while `run` runs).

@@ -103,6 +103,7 @@ class Namespace:
         self._ttl = ttl
         self._clock = clock
         self._files: dict[str, RemoteFile] = {}
+        self._used = 0  # the sum of the sizes in _files (kept with it: `used_bytes`)
         # id -> clock time of a retrieve/upload after the listing (see is_fresh_file).
         self._refreshed: dict[str, float] = {}
         self._refreshed_prune_at = _PRUNE_MIN
@@ -238,6 +239,7 @@ class Namespace:
                 self._drop_ages(stale)
         gone = self._files.keys() - files.keys() if self._on_gone is not None else ()
         self._files = files
+        self._used = sum(f.size for f in files.values())
         self._refreshed.clear()  # every file is as fresh as the listing now
         self._listed_at = self._clock()
         self._dirty()
@@ -281,6 +283,7 @@ class Namespace:
         rf = self._as_created(rf)
         old = self._files.get(rf.id)
         self._files[rf.id] = rf
+        self._used += rf.size - (old.size if old is not None else 0)
         self._mark_refreshed(rf.id)
         if self._in_flight_changes is not None:
             self._in_flight_changes.append(lambda files: files.__setitem__(rf.id, rf))
@@ -292,6 +295,8 @@ class Namespace:
     def remove(self, file_id: str) -> RemoteFile | None:
         """A file is gone (deleted through the mount, or 404)."""
         rf = self._files.pop(file_id, None)
+        if rf is not None:
+            self._used -= rf.size
         self._refreshed.pop(file_id, None)
         if self._in_flight_changes is not None:
             def drop(files: dict[str, RemoteFile]) -> None:
@@ -363,6 +368,10 @@ class Namespace:
 
     def records(self) -> Iterable[RemoteFile]:
         return self._files.values()
+
+    def used_bytes(self) -> int:
+        """The sum of the known files' sizes (kept up to date: no walk over them)."""
+        return self._used
 
     def __len__(self) -> int:
         return len(self._files)

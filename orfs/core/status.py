@@ -53,7 +53,7 @@ async def xattrs(tables: Tables, ino: int, info: Mapping[str, object]) -> dict[s
 def fs_stats(tables: Tables) -> FsStats:
     """statfs: the quota as the size, what is uploaded or waiting to be as used."""
     waiting = [lf for lf in tables.locals if lf.remote is None]
-    used = sum(rf.size for rf in tables.ns.records()) + sum(lf.size for lf in waiting)
+    used = tables.ns.used_bytes() + sum(lf.size for lf in waiting)
     free = max(0, QUOTA - used)
     count = len(tables.ns) + len(waiting)
     return FsStats(bsize=BLOCK, frsize=BLOCK, blocks=QUOTA // BLOCK, bfree=free // BLOCK,

@@ -59,7 +59,7 @@ from orfs.api.models import RemoteFile
 from orfs.api.retry import upload_may_have_applied
 from orfs.api.upload import UploadBody, UploadSizeMismatch, stored_name
 from orfs.config import MAX_FILE_SIZE
-from orfs.core import names
+from orfs.core import admission, names
 from orfs.core.cache import unlink_quietly
 from orfs.core.errors import (
     AccessDenied,
@@ -272,6 +272,34 @@ class LocalFiles:
 
     # ---- uploading -----------------------------------------------------------------------
 
+    async def admit(self, local: LocalFile) -> None:
+        """Before any request: refuse what the service would refuse for certain
+        (orfs/core/admission.py: a type it refuses, a full workspace, past 100 MiB),
+        as a failed upload (bytes kept, ``user.orfs.state=failed``, a WARNING naming the
+        file and why) and raise that error; else return and the upload may be sent.
+        Every upload passes here (`upload`); a caller that queues uploads calls it at
+        close, so close() returns the refusal."""
+        if not local.dirty or local.unlinked or local.size == 0:
+            return
+        gen = local.generation
+        refused = await admission.refusal(self._t, local)
+        if refused is None:
+            return
+        if local.unlinked:
+            return  # removed meanwhile: nothing to refuse
+        raw = local.upload_name()
+        self.streams.abandon(local, "refused before sending")
+        if local.generation == gen:
+            local.dirty = False  # retried by the next write-and-close, not by any flush
+        self._mark_failed(local, refused.message)
+        log.warning("upload of %s refused before sending it: %s", raw, refused.message)
+        self._t.state.record_error(f"upload of {raw}: {refused.message}")
+        raise refused
+
+    def may_stream(self, local: LocalFile) -> bool:
+        """May a sequential writer's upload start streaming now (admission.may_stream)?"""
+        return admission.may_stream(self._t, local)
+
     async def upload(self, local: LocalFile) -> None:
         """Upload local if it changed and is not empty; raises the mapped core error."""
         if not local.dirty or local.unlinked or local.size == 0:
@@ -279,6 +307,9 @@ class LocalFiles:
         async with local.lock:
             if not local.dirty or local.unlinked or local.size == 0:
                 return  # another flush uploaded it while we waited
+            await self.admit(local)
+            if not local.dirty or local.unlinked:
+                return  # removed while it was checked
             gen = local.generation
             raw = local.upload_name()
             local.state = "uploading"

@@ -34,15 +34,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from orfs.emulator.faults import FaultInjector, Pacer
-from orfs.emulator.seed import seed_demo
-from orfs.emulator.sniff import (
+from orfs.contenttypes import (
     TextCheck,
     UnsupportedType,
     sniff_file,
     sniff_known,
     sniff_known_bytes,
 )
+from orfs.emulator.faults import FaultInjector, Pacer
+from orfs.emulator.seed import seed_demo
 from orfs.emulator.store import DEFAULT_QUOTA, FileRecord, NewFile, QuotaExceeded, Scope, Store
 
 if TYPE_CHECKING:
@@ -723,9 +723,13 @@ def _bulk_entries(body: bytes | bytearray) -> list[_BulkEntry]:
 
 
 def _write_fill(path: Path, fill: bytes, size: int) -> None:
-    """``size`` bytes of ``fill`` repeated, in blocks (never the whole file in memory)."""
+    """``size`` bytes of ``fill`` repeated, in blocks (never the whole file in memory);
+    a fill of NUL bytes is a sparse file (a workspace filled to its quota costs no disk)."""
     block = fill * max(1, FILL_BLOCK // len(fill))  # whole repetitions: blocks join up
     with path.open("xb") as f:
+        if not fill.strip(b"\0"):
+            f.truncate(size)
+            return
         left = size
         while left > 0:
             left -= f.write(block[:left])

@@ -574,7 +574,8 @@ def test_relayout_of_one_change_is_the_layout_of_the_changed_listing(
     extra = data.draw(st.lists(st.sampled_from([("a",), ("a", "b"), ("x.txt",)]),
                                max_size=2))
     aged = data.draw(st.lists(st.sampled_from(listing), max_size=3)) if listing else []
-    ages = {r.id: (T0 + timedelta(seconds=data.draw(st.integers(-1, 4))), "or_file_x")
+    # Inherited ages: a time and the id of the file replaced, never the same for two.
+    ages = {r.id: (T0 + timedelta(seconds=data.draw(st.integers(-1, 4))), f"{r.id}~old")
             for r in aged}
     before = layout(listing, extra, ages)
     if listing and data.draw(st.booleans()):

@@ -6,7 +6,7 @@ import io
 import struct
 import zipfile
 
-from orfs.emulator import sniff
+from orfs import contenttypes as sniff
 from orfs.emulator.seed import make_pdf, make_png
 
 

@@ -675,7 +675,7 @@ async def test_seed_demo_is_idempotent(make_emu: MakeEmu, tmp_path: Path) -> Non
 
 
 def test_demo_files_sniff_as_they_claim(tmp_path: Path) -> None:
-    from orfs.emulator.sniff import sniff_file
+    from orfs.contenttypes import sniff_file
     for d in demo_files():
         p = tmp_path / "x"
         p.write_bytes(d.data)

@@ -75,6 +75,19 @@ async def test_bulk_fill_is_cut_at_size_and_can_be_large(emu: InProcess,
     assert big == "é".encode() * (3 * 1024 * 1024 // 2) and g["mime_type"] == "text/plain"
 
 
+async def test_a_nul_fill_is_a_sparse_file_of_any_size(emu: InProcess) -> None:
+    size = 10 * 1024**3 - 1000  # a workspace at its quota
+    r = await bulk(emu, [{"filename": "pad.bin", "size": size, "fill": "\u0000"}])
+    assert r.status_code == 200, r.text
+    rec = r.json()["data"][0]
+    assert rec["size_bytes"] == size
+    blob = emu.state.store.blob_path(rec["id"])
+    assert blob.stat().st_size == size and blob.stat().st_blocks * 512 < 1024 * 1024
+    assert emu.state.store.remaining(Scope()) == 1000
+    head = await emu.client.get(f"files/{rec['id']}/content", headers={"Range": "bytes=0-9"})
+    assert head.content == bytes(10)
+
+
 async def test_bulk_respects_workspace_and_provider(emu: InProcess) -> None:
     ws = str(uuid.uuid4())
     r = await bulk(emu, [{"filename": "o.txt", "content_b64": b64(b"hi\n")}], workspace_id=ws,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 from pathlib import Path
 
 import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from orfs.emulator import sniff
+from orfs import contenttypes as sniff
 from tests.emulator.conftest import InProcess
 from tests.emulator.samples import ACCEPTED, REJECTED
 
@@ -218,3 +220,52 @@ def test_large_quoted_csv_is_classified_as_csv(tmp_path: Path) -> None:
         for _ in range(32):
             f.write(block)
     assert sniff.sniff_file(p) == sniff.CSV
+
+
+# -- certain_refusal: what the mount refuses before sending ------------------------------
+
+_MAGICS = [b"", b"\x1f\x8b\x08\x00", b"\x7fELF\x02\x01\x01\x00", b"PK\x03\x04", b"%PDF-1.4",
+           b"SQLite format 3\x00", b"\xfd7zXZ\x00", b"MZ\x90\x00", b"\xff\xfb\x90\x00",
+           b"RIFF\x00\x00\x00\x00WAVE", b"7z\xbc\xaf\x27\x1c", b"BZh91AY"]
+
+
+@pytest.mark.parametrize(("name", "data", "mime"), ACCEPTED, ids=[a[0] for a in ACCEPTED])
+def test_no_accepted_sample_is_refused_for_certain(name: str, data: bytes, mime: str) -> None:
+    assert sniff.certain_refusal(io.BytesIO(data)) is None
+
+
+@hypothesis.given(st.sampled_from(_MAGICS), st.binary(max_size=600),
+                  st.sampled_from([b"", b"%PDF", b"\xff"]), st.binary(max_size=300))
+@hypothesis.settings(max_examples=300, deadline=None)
+def test_a_certain_refusal_is_always_a_refusal_of_the_rules(
+        magic: bytes, middle: bytes, marker: bytes, tail: bytes) -> None:
+    # What the mount refuses before sending, the emulator's rules refuse too: a file
+    # the service would accept is never refused locally.
+    data = magic + middle + marker + tail
+    if sniff.certain_refusal(io.BytesIO(data)) is not None:
+        with pytest.raises(sniff.UnsupportedType):
+            sniff.sniff_stream(io.BytesIO(data))
+
+
+def test_a_pdf_header_after_junk_is_doubtful() -> None:
+    # A lenient reader finds %PDF anywhere in the first 1024 bytes.
+    data = b"\x1f\x8b\x08\x00" + bytes(100) + b"%PDF-1.4\n"
+    with pytest.raises(sniff.UnsupportedType):
+        sniff.sniff_stream(io.BytesIO(data))
+    assert sniff.certain_refusal(io.BytesIO(data)) is None
+
+
+def test_a_zip_with_an_office_folder_or_unread_content_types_is_doubtful(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def make(*names: str) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for n in names:
+                z.writestr(n, "<x/>")
+        return buf.getvalue()
+    assert sniff.certain_refusal(io.BytesIO(make("a.txt"))) is not None
+    assert sniff.certain_refusal(io.BytesIO(make("xl/workbook.xml"))) is None
+    with_types = make("[Content_Types].xml", "a.txt")
+    assert sniff.certain_refusal(io.BytesIO(with_types)) is not None
+    monkeypatch.setattr(sniff, "CONTENT_TYPES_LIMIT", 1)  # too big to read: doubtful
+    assert sniff.certain_refusal(io.BytesIO(with_types)) is None

@@ -1,4 +1,9 @@
-"""Content type detection for uploads: from the bytes only, never the name.
+"""Content types of uploads: the service's rules, from the bytes only, never the name.
+
+One module, two users: the emulator answers an upload with these rules
+(`sniff_file`: the type it reports, or `UnsupportedType`), and the mount refuses at
+close, before any request, the content these rules refuse *for certain*
+(`certain_refusal`). It imports nothing of orfs, so both may use it.
 
 The service accepts PDF, PNG/JPEG/GIF/WebP, DOCX/XLSX/PPTX, MP3/WAV/FLAC/OGG
 and UTF-8 text; text is reported by its structure. Everything is read from the
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from filetype.types import archive, audio, image
+from filetype.types import application, archive, audio, image
 
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -109,9 +114,9 @@ def sniff_stream(f: BinaryIO, *, utf8_text: bool | None = None) -> str:
     """sniff_file on an open, seekable binary file (a file, or BytesIO of small content)."""
     f.seek(0)
     header = f.read(HEADER_SIZE)
-    for matcher, mime in _MAGIC:
-        if matcher.match(header):
-            return str(mime)
+    accepted = _accepted_magic(header)
+    if accepted is not None:
+        return accepted
     if header.startswith(b"PK"):
         office = _sniff_ooxml(f)
         if office is not None:
@@ -142,26 +147,44 @@ def sniff_known_bytes(data: bytes) -> str | None:
         return None
 
 
+def _accepted_magic(header: bytes) -> str | None:
+    """The accepted binary type whose magic number starts the header, if any."""
+    for matcher, mime in _MAGIC:
+        if matcher.match(header):
+            return str(mime)
+    return None
+
+
 def _sniff_ooxml(f: BinaryIO) -> str | None:
     """DOCX/XLSX/PPTX from the package's [Content_Types].xml, else its folders."""
+    return _ooxml(f)[0]
+
+
+def _ooxml(f: BinaryIO) -> tuple[str | None, bool]:
+    """(the OOXML type of a zip, or None; whether it is certainly none: the zip was
+    read, and neither a [Content_Types].xml read whole nor a folder of its names
+    points to DOCX, XLSX or PPTX)."""
     try:
         with zipfile.ZipFile(f) as z:
             names = z.namelist()
+            folders = any(n.startswith(prefix) for n in names for prefix, _ in _OOXML_DIRS)
             if "[Content_Types].xml" not in names:
-                return None
+                return None, not folders
             info = z.getinfo("[Content_Types].xml")
-            if info.file_size <= CONTENT_TYPES_LIMIT:
+            if info.file_size > CONTENT_TYPES_LIMIT:
+                types = None
+            else:
                 with z.open(info) as part:
                     types = part.read(CONTENT_TYPES_LIMIT).decode("utf-8", "replace")
                 for marker, mime in _OOXML_MAIN_TYPES:
                     if marker in types:
-                        return mime
+                        return mime, False
             for prefix, mime in _OOXML_DIRS:
                 if any(n.startswith(prefix) for n in names):
-                    return mime
+                    return mime, False
+            return None, types is not None
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
-        return None
-    return None
+        return None, False
 
 
 @dataclass
@@ -368,3 +391,79 @@ def _looks_like_json(f: BinaryIO, size: int, prefix: str) -> bool:
     except ValueError:
         return False
     return isinstance(value, dict | list)
+
+
+# -- what the mount may refuse before sending (docs/SEMANTICS.md, "Refused at close") ------
+
+# Formats that are no document, image, audio or text at all: archives, compressed
+# streams, executables, packages, databases. The service's accepted list (module doc)
+# holds none of them, and none is a likely addition to it, unlike other images, audio
+# or video, which are left to the service. Each is known by its magic number at a fixed
+# offset (filetype's matchers, as for the accepted types).
+_CERTAINLY_REFUSED: list[tuple[Any, str]] = [
+    (archive.Gz(), "a gzip archive"),
+    (archive.Bz2(), "a bzip2 archive"),
+    (archive.Xz(), "an xz archive"),
+    (archive.Zstd(), "a zstd archive"),
+    (archive.Lz4(), "an lz4 archive"),
+    (archive.Lz(), "an lzip archive"),
+    (archive.Lzop(), "an lzop archive"),
+    (archive.Z(), "a compress (.Z) archive"),
+    (archive.SevenZ(), "a 7-Zip archive"),
+    (archive.Rar(), "a RAR archive"),
+    (archive.Tar(), "a tar archive"),
+    (archive.Cab(), "a cabinet archive"),
+    (archive.Deb(), "a Debian package"),
+    (archive.Rpm(), "an RPM package"),
+    (archive.Ar(), "an ar archive"),
+    (archive.Elf(), "an ELF executable"),
+    (archive.Exe(), "a DOS/Windows executable"),
+    (application.Wasm(), "a WebAssembly module"),
+    (archive.Sqlite(), "an SQLite database"),
+]
+# A lenient PDF reader finds the header anywhere in the first 1024 bytes.
+_PDF_WINDOW = 1024
+
+
+def certain_refusal(f: BinaryIO) -> str | None:
+    """Why the service refuses this content for certain, or None when it may accept it.
+
+    Certain means that these rules refuse it (`sniff_stream` raises UnsupportedType)
+    and that no other reading of the same bytes could find an accepted type:
+    - the start is binary (invalid UTF-8 or binary control characters in the header,
+      so no text reading applies), matches no accepted magic number, has no ``%PDF``
+      in its first 1024 bytes, and is the magic number of a format in
+      `_CERTAINLY_REFUSED`; or
+    - it is a zip archive that can be read and shows nothing of DOCX/XLSX/PPTX:
+      no ``[Content_Types].xml`` naming one, no ``word/``, ``xl/`` or ``ppt/`` folder
+      (a zip with such a folder but no ``[Content_Types].xml``, which these rules
+      refuse, is doubtful: another reader may take it for the document).
+    Everything else the rules refuse (an unknown binary, text in another encoding,
+    text with a control character, another image, audio or video format, a zip that
+    cannot be read) is doubtful: None, and the service decides. Reads the header, and
+    for a zip its central directory, never the whole file.
+    """
+    f.seek(0)
+    header = f.read(HEADER_SIZE)
+    if not header or _accepted_magic(header) is not None or b"%PDF" in header[:_PDF_WINDOW]:
+        return None
+    if _starts_as_text(header):
+        return None  # text, or a text-like start: doubtful at most
+    if header.startswith(b"PK"):  # as sniff_stream: a zip, DOCX/XLSX/PPTX or not
+        if not header.startswith(b"PK\x03\x04"):
+            return None  # an empty or spanned zip: left to the service
+        if _ooxml(f)[1]:
+            return "a zip archive that is not DOCX/XLSX/PPTX"
+        return None
+    for matcher, what in _CERTAINLY_REFUSED:
+        if matcher.match(header):
+            return f"{what} ({matcher.mime})"
+    return None
+
+
+def _starts_as_text(header: bytes) -> bool:
+    """Whether the header reads as UTF-8 text without binary control characters (a
+    character cut at the header's end does not count against it)."""
+    check = TextCheck()
+    check.feed(header)
+    return check.ok
