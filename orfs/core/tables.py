@@ -201,6 +201,8 @@ class Tables:
         self.folders: dict[tuple[str, ...], FolderMeta] = {}
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
+        # The background upload queue's counters, for the status (set by Filesystem).
+        self.queue_stats: Callable[[], dict[str, int]] = dict
 
     def new_fh(self, handle: Handle) -> FileHandle:
         fh = self._next_fh
