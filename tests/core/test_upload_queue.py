@@ -220,7 +220,9 @@ async def test_a_transient_failure_is_tried_again_later(env: Env) -> None:
     gate(env).refuse = [503]
     await env.write_file("flaky.txt", b"flaky")
     await settle(env)
-    [failed] = env.fs.status()["failed"]
+    failures = env.fs.status()["failed"]
+    assert isinstance(failures, list) and len(failures) == 1
+    failed = failures[0]
     assert failed["path"] == "flaky.txt"
     next_try = failed["next_try"]
     assert isinstance(next_try, float)
