@@ -163,10 +163,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"workspace:   {status['workspace']}")
     if status.get("provider"):
         print(f"provider:    {status['provider']}")
+    uploads = status.get("uploads")
+    queued = (f", {status.get('queued', 0)} queued (async)"
+              if isinstance(uploads, dict) and uploads.get("mode") == "async" else "")
     print(f"uploads:     {status.get('pending', 0)} pending, "
-          f"{status.get('queued', 0)} queued, "
           f"{status.get('uploading', 0)} uploading, "
-          f"{status.get('failed_count', len(failed))} failed")
+          f"{status.get('failed_count', len(failed))} failed{queued}")
     if status.get("waiting_bytes"):
         print(f"  waiting:   {_human(status['waiting_bytes'])} to upload")
     for f in failed:

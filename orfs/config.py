@@ -43,8 +43,8 @@ GROUPS = {
     "access": "Which workspace to mount and who may use it. The API key is read from "
               "OPENROUTER_API_KEY or --api-key-file, never from the command line.",
     "cache": "Where bytes and listings are kept, and for how long.",
-    "uploads": "When close() returns and how uploads are sent (docs/SEMANTICS.md, "
-               "\"What close() returning 0 promises\").",
+    "uploads": "When close() returns, and how uploads are sent (what close() returning "
+               "0 promises in each mode: docs/SEMANTICS.md).",
     "logging": "What orfs says and where.",
     "api": "How long orfs waits for an API that does not answer (tests shorten these).",
 }

@@ -529,8 +529,9 @@ class Filesystem:
         """Until the background queue is empty (SIGTERM); bounded."""
         await self.queue.drain(timeout)
 
-    def queue_stats(self) -> dict[str, int]:
-        return {"uploaded_files": self.queue.uploaded_files,
+    def queue_stats(self) -> dict[str, object]:
+        return {"mode": "async" if self.queue.enabled else "sync",
+                "uploaded_files": self.queue.uploaded_files,
                 "uploaded_bytes": self.queue.uploaded_bytes,
                 "retry_requests": self.queue.retry_requests,
                 "upload_streams": self.queue.streams if self.queue.enabled else 1}

@@ -202,7 +202,7 @@ class Tables:
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         # The background upload queue's counters, for the status (set by Filesystem).
-        self.queue_stats: Callable[[], dict[str, int]] = dict
+        self.queue_stats: Callable[[], dict[str, object]] = dict
 
     def new_fh(self, handle: Handle) -> FileHandle:
         fh = self._next_fh
