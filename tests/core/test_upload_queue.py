@@ -7,7 +7,10 @@ one with a refusal, and counts what reached it.
 
 from __future__ import annotations
 
+import gc
 import os
+import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from starlette.applications import Starlette
 from orfs.api.retry import RetryPolicy
 from orfs.core.errors import IOFailure, Unsupported
 from orfs.core.inodes import ROOT_INODE
-from orfs.core.state import State
+from orfs.core.state import JournalEntry, State
 from tests.core.harness import Env, asgi
 
 
@@ -297,3 +300,49 @@ async def test_sync_mode_has_no_queue(app: Starlette, tmp_path: Path) -> None:
         await env.write_file("ok.txt", b"ok")
         assert [r.filename for r in env.remote()] == ["ok.txt"]
         assert env.fs.status()["queued"] == 0
+
+
+# Generous: a queued file costs its LocalFile record, its place in the namespace
+# overlay and the queue's serial (measured about 2.9 KiB); fails on a regression that
+# keeps, say, a descriptor, a buffer or a task per queued file.
+QUEUED_BYTES_PER_FILE = 6 * 1024
+
+
+async def test_10000_queued_files_hold_no_descriptors_and_little_memory(
+        app: Starlette, tmp_path: Path) -> None:
+    n = 10_000
+    cache = tmp_path / "cache"
+    staging = cache / "staging"
+    staging.mkdir(parents=True)
+    state = State(cache)
+    closed = time.time() + 5
+    for i in range(n):
+        staged = staging / f"{i}-queued"
+        staged.write_bytes(b"q%d\n" % i)
+        state.journal_add(JournalEntry(key=staged.name, filename=f"q/{i:05}.txt",
+                                       staged=str(staged), state="queued",
+                                       created=1000.0 + i, closed=closed))
+    state.close()
+    async with Env.running(app, cache, transport=Gate, async_uploads=True) as env:
+        gate(env).closed = True
+        fds = len(os.listdir("/proc/self/fd"))
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            await env.fs.resume_uploads(env.fs.restore_journal())
+            await trio.sleep(0.2)
+            grown = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        assert len(os.listdir("/proc/self/fd")) - fds <= 12   # 8 streams, not 10,000
+        assert gate(env).in_flight == 8
+        assert grown / n < QUEUED_BYTES_PER_FILE, grown / n
+        status = env.fs.status()
+        assert status["queued"] == n - 8 and status["uploading"] == 8
+        # The oldest first: the ones on the wire are the first eight rows.
+        on_wire = sorted(lf.path[-1] for lf in env.fs.queue.waiting()
+                         if lf.state == "uploading")
+        assert on_wire == [f"{i:05}.txt" for i in range(8)]
+        print(f"FIGURES {n} queued files: {grown / n:.0f} bytes each, "
+              f"{len(os.listdir('/proc/self/fd')) - fds} more descriptors")
