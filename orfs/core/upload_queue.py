@@ -194,10 +194,12 @@ class UploadQueue:
             return
         if local.state == "queued":
             return
+        gen = local.generation
         fd = local.ensure_fd()
         await trio.to_thread.run_sync(os.fsync, fd)
-        if local.unlinked or not local.dirty or local.state in ("queued", "uploading"):
-            return  # changed while the bytes were synced
+        if (local.unlinked or not local.dirty or local.generation != gen
+                or local.state in ("queued", "uploading")):
+            return  # written, removed, or queued by another close meanwhile
         local.state = "queued"
         local.next_try = None
         self._retry_at.pop(local.serial, None)
@@ -205,7 +207,11 @@ class UploadQueue:
         await trio.to_thread.run_sync(
             lambda: self._t.state.journal_update(key, durable=True, state="queued",
                                                  error=None))
-        self._add(local)
+        # Written meanwhile (touch made it pending again): its next close queues it.
+        # The journal may then say queued for a moment, which is safe: after a crash
+        # only a file whose `closed` time is after its last write is uploaded.
+        if local.state == "queued":
+            self._add(local)
 
     def _add(self, local: LocalFile) -> None:
         self._queue[local.serial] = None

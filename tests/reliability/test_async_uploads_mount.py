@@ -194,3 +194,30 @@ def test_sync_mode_close_still_returns_the_refusal(rig: Rig, tmp_path: Path) -> 
     r = orfs("sync", m.path)
     assert r.returncode == 1 and "not this one" in r.stderr
     wait_for(lambda: status(m.path)["failed_count"] == 1, 5, "the failure in the status")
+
+
+@pytest.mark.parametrize("tool", ["tar", "rsync"])
+def test_tar_x_and_rsync_a_upload_each_file_once(rig: Rig, tmp_path: Path,
+                                                  tool: str) -> None:
+    emu = rig.emulator("--latency-ms", "30")
+    m = rig.mount(emu, *ASYNC)
+    src = tmp_path / "src"
+    files = texts(25)
+    for name, data in files.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    (m.path / "t").mkdir()
+    emu.reset_stats()
+    if tool == "tar":
+        subprocess.run(["tar", "-cf", str(tmp_path / "a.tar"), "-C", str(src), "."],
+                       check=True)
+        subprocess.run(["tar", "-xf", str(tmp_path / "a.tar"), "-C", str(m.path / "t")],
+                       check=True, timeout=120)
+    else:
+        subprocess.run(["rsync", "-a", f"{src}/", f"{m.path / 't'}/"], check=True,
+                       timeout=120)
+    r = orfs("sync", m.path)
+    assert r.returncode == 0, r.stderr
+    assert emu.stats()["upload"] == 25 and emu.stats()["delete"] == 0
+    landed_once(m, files, "t/")
+    assert len(m.remote_files()) == 25     # no temporary name left behind
