@@ -221,3 +221,40 @@ def test_tar_x_and_rsync_a_upload_each_file_once(rig: Rig, tmp_path: Path,
     assert emu.stats()["upload"] == 25 and emu.stats()["delete"] == 0
     landed_once(m, files, "t/")
     assert len(m.remote_files()) == 25     # no temporary name left behind
+
+
+def _on_a_terminal(*args: str | Path) -> tuple[int, str]:
+    """Run orfs with stderr on a pseudo-terminal; (exit status, what it wrote there)."""
+    import pty
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(ORFS), *map(str, args)], stdout=subprocess.DEVNULL,
+                                stderr=slave)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        return proc.wait(60), out.decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+def test_orfs_sync_shows_progress_on_a_terminal_only(rig: Rig) -> None:
+    emu = rig.emulator("--latency-ms", "300")
+    m = rig.mount(emu, *ASYNC, "--upload-streams", "1")
+    for i in range(6):
+        (m.path / f"p{i}.txt").write_bytes(b"progress\n" * 100)
+    code, shown = _on_a_terminal("sync", m.path)
+    assert code == 0
+    assert "file(s)" in shown and "left" in shown and "B/s" in shown, shown
+    for i in range(6, 9):
+        (m.path / f"p{i}.txt").write_bytes(b"quiet\n")
+    code, shown = _on_a_terminal("sync", "--quiet", m.path)
+    assert code == 0 and shown == ""
+    assert len(m.remote_files()) == 9
