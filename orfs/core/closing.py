@@ -5,7 +5,7 @@ last close of a handle as a release (whose error reaches nobody; docs/FUSE.md, "
 flush and release"). So:
 
     flush    a writer's close seals the staged bytes (after a crash they upload); then
-             the close-time checks run (`Closer.check`); then the file uploads now and
+             the close-time checks run (`UploadQueue.check`); then the file uploads now and
              close waits for it (--uploads sync), or it is made durable and queued for a
              background upload (--uploads async, upload_queue.py); unless its name looks
              temporary and it is held for a rename (upload_policy.py)
@@ -43,13 +43,6 @@ class Closer:
         self._held = held
         self._queue = queue
 
-    def check(self, local: LocalFile) -> None:
-        """What the mount can tell before any request that the service would refuse:
-        raise the core error for it, so close() returns it with nothing sent. Called
-        once per close that would upload or queue the file, in both modes, before
-        either. (Today: the 100 MiB limit is checked at each write, and empty files
-        are never uploaded; the rules that need the bytes or the quota go here.)"""
-
     async def flush(self, handle: Handle | None) -> None:
         """close(): upload a changed, non-empty file and wait, so errors reach close()
         (sync); or make it durable and queue it (async)."""
@@ -60,9 +53,7 @@ class Closer:
             self._files.seal(local)  # after a crash, closed files upload
         if self._held.hold(local):
             return  # a temporary name: held for a rename
-        if local.dirty and local.size > 0 and not local.unlinked and local.remote is None:
-            self.check(local)
-        await self._queue.submit(local)
+        await self._queue.submit(local)  # checks, then uploads (sync) or queues (async)
 
     async def fsync(self, handle: Handle | None) -> None:
         if isinstance(handle, LocalHandle) and self._held.hold(handle.local):
@@ -77,8 +68,6 @@ class Closer:
         local = handle.local
         if handle.writable:
             self._files.seal(local)
-        if local.dirty and local.size > 0 and not local.unlinked and local.remote is None:
-            self.check(local)
         await self._queue.wait_for(local)
 
     def release(self, handle: Handle | None) -> None:

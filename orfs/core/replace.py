@@ -157,7 +157,7 @@ class Replacer:
                                          replaces=local.replaces)
             if queue_it:
                 self._held.cancel(local)
-                await self._queue.enqueue(local)  # already queued: stays, renamed
+                await self._queue.submit(local)  # already queued: stays, renamed
             return
         if isinstance(src, DirKey):
             # What Linux checks before the move itself: a folder replaces only an

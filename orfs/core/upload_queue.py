@@ -178,8 +178,25 @@ class UploadQueue:
 
     # ---- what closes, fsyncs and renames ask ---------------------------------------------
 
+    def check(self, local: LocalFile) -> None:
+        """What the mount can tell, before any request, that the service would refuse:
+        raise its core error, and close() (or rename, fsync) returns it with nothing
+        sent or queued. The one place for such rules, in both modes: `submit` and
+        `wait_for` call it before a file is uploaded or queued. (The 100 MiB limit is
+        checked at each write already, and an empty file is never sent.)"""
+
+    def _checked(self, local: LocalFile) -> None:
+        if local.dirty and local.size > 0 and not local.unlinked and local.remote is None:
+            try:
+                self.check(local)
+            except CoreError as exc:
+                self._files.refused_here(local, exc)
+                raise
+
     async def submit(self, local: LocalFile) -> None:
-        """A closed file's upload: queued (async) or sent now and waited for (sync)."""
+        """A closed file's upload, after `check`: queued (async) or sent now and waited
+        for (sync). Raises the check's or the upload's error."""
+        self._checked(local)
         if self.enabled:
             await self.enqueue(local)
         else:
@@ -251,6 +268,7 @@ class UploadQueue:
     async def wait_for(self, local: LocalFile) -> None:
         """fsync: the file's own upload, now; raises its error. A file waiting its turn
         is uploaded at once (the lock in `LocalFiles.upload` keeps it to one upload)."""
+        self._checked(local)
         if local.dirty and local.state in ("queued", "pending", "failed"):
             self._queue.pop(local.serial, None)
             await self._files.upload(local)

@@ -272,6 +272,17 @@ class LocalFiles:
         local.failure = failure or FileTooBig(message)
         self._t.state.journal_update(local.journal_key, state="failed", error=message)
 
+    def refused_here(self, local: LocalFile, error: CoreError) -> None:
+        """A check before any request refused the file: failed as a refused upload
+        would be (bytes kept, the error in its xattrs and the status, a WARNING), and
+        not sent again until written again (or retried)."""
+        local.dirty = False
+        self._mark_failed(local, error.message, error)
+        local.transient = False
+        raw = local.upload_name()
+        log.warning("upload of %s refused before sending: %s", raw, error.message)
+        self._t.state.record_error(f"upload of {raw}: {error.message}")
+
     def seal(self, local: LocalFile) -> None:
         """A writer closed (flushed) the file: its staged bytes are final until the next
         write, so after a crash they may be uploaded (journal ``closed``)."""

@@ -346,3 +346,21 @@ async def test_10000_queued_files_hold_no_descriptors_and_little_memory(
         assert on_wire == [f"{i:05}.txt" for i in range(8)]
         print(f"FIGURES {n} queued files: {grown / n:.0f} bytes each, "
               f"{len(os.listdir('/proc/self/fd')) - fds} more descriptors")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_refusal_by_the_close_time_check_sends_and_queues_nothing(
+        app: Starlette, tmp_path: Path, mode: str) -> None:
+    async with Env.running(app, tmp_path / "cache", transport=Gate,
+                           async_uploads=mode == "async") as env:
+        def refuse(local: object) -> None:
+            raise Unsupported("refused here")
+
+        env.fs.queue.check = refuse  # type: ignore[method-assign]
+        with pytest.raises(Unsupported):
+            await env.write_file("checked.bin", b"\x00\x01")
+        await trio.sleep(0.05)
+        assert gate(env).uploads == 0 and env.fs.status()["queued"] == 0
+        assert await state_of(env, "checked.bin") == "failed"
+        assert env.fs.status()["failed"] == [{"path": "checked.bin", "error": "refused here"}]
+        assert await env.read_all("checked.bin") == b"\x00\x01"
