@@ -328,8 +328,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         if prefixes:
             files, left = len(waiting), sum(_count(w.get("size")) for w in waiting)
         else:
-            files = _count(status.get("queued")) + _count(status.get("uploading"))
-            left = _count(status.get("waiting_bytes"))
+            files, left = _count(status.get("waiting_count")), _count(
+                status.get("waiting_bytes"))
         progress.show(files, left, status)
         if files == 0:
             break
@@ -338,7 +338,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             print(f"orfs: {files} upload(s) still waiting after {args.timeout:.0f} s",
                   file=sys.stderr)
             return 1
-        time.sleep(0.1)
+        time.sleep(0.05)
         status = read_status(mountpoint, full=bool(prefixes))
     progress.done()
     if not prefixes and status.get("truncated"):
@@ -392,7 +392,10 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, emulator: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. ``emulator=False`` leaves out the emulator's own
+    arguments (importing it costs a tenth of a second, which `orfs sync` after every
+    copy should not pay); main() asks for them only when they can be needed."""
     parser = argparse.ArgumentParser(
         prog="orfs",
         description="Mount an OpenRouter Files workspace as a directory.",
@@ -453,13 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
         "emulator", help="run a local emulator of the OpenRouter Files API",
         description="Serve the OpenRouter Files API wire contract locally (see docs/EMULATOR.md).",
     )
-    try:
-        from orfs.emulator.server import add_arguments
-    except ImportError:  # the emulator extra is not installed
-        p.set_defaults(func=lambda _a: _missing_extra())
-    else:
-        add_arguments(p)
-        p.set_defaults(func=_cmd_emulator)
+    if emulator:
+        try:
+            from orfs.emulator.server import add_arguments
+        except ImportError:  # the emulator extra is not installed
+            p.set_defaults(func=lambda _a: _missing_extra())
+        else:
+            add_arguments(p)
+            p.set_defaults(func=_cmd_emulator)
 
     p = sub.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=["bash", "zsh"])
@@ -484,7 +488,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # entry when there is no /sbin/mount.fuse.orfs (it runs the subtype by name, and
         # always passes -o). A mistyped command has no -o and still gets argparse's error.
         return mount_helper_main(argv)
-    args = build_parser().parse_args(argv)
+    # Only a command line that may name the emulator, or ask for completion or help of
+    # everything, needs its arguments.
+    others = _COMMANDS - {"emulator", "completion"}
+    args = build_parser(emulator=not argv or argv[0] not in others).parse_args(argv)
     result: int = args.func(args)
     return result
 

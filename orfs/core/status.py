@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from orfs.config import STATUS_XATTR
 from orfs.core import names
 from orfs.core.inodes import DirKey, FileKey, LocalKey
+from orfs.core.local import LocalFile
 from orfs.core.tables import FsStats, Tables
 
 QUOTA = 10 * 1024**3            # the workspace quota (docs/API.md)
@@ -71,16 +72,17 @@ def mount_status(tables: Tables, info: Mapping[str, object]) -> dict[str, object
             if lf.next_try is not None:
                 entry["next_try"] = lf.next_try  # a transient failure, tried again then
             failed.append(entry)
-    # Closed files waiting for their background upload or uploading now, oldest first
-    # (orfs sync waits for those under its paths).
-    waiting = [{"path": "/".join(lf.path), "state": lf.state, "size": lf.size}
-               for lf in live if lf.state in ("queued", "uploading")]
+    # Closed files not uploaded yet: held for a rename (a temporary name), queued for
+    # the background, or uploading now; oldest first (orfs sync waits for these).
+    waiting = [{"path": "/".join(lf.path), "size": lf.size,
+                "state": "held" if lf.state == "pending" else lf.state}
+               for lf in live if _waiting(tables, lf)]
     errors = [{"time": t, "message": m} for t, m in tables.state.recent_errors(3600)]
     return {
         "pending": sum(1 for lf in live if lf.state == "pending" and lf.size > 0),
         "uploading": sum(1 for lf in live if lf.state == "uploading"),
         "queued": sum(1 for lf in live if lf.state == "queued"),
-        "waiting_bytes": sum(lf.size for lf in live if lf.state in ("queued", "uploading")),
+        "waiting_bytes": sum(lf.size for lf in live if _waiting(tables, lf)),
         "waiting": waiting,
         "waiting_count": len(waiting),
         "uploads": tables.queue_stats(),
@@ -94,6 +96,11 @@ def mount_status(tables: Tables, info: Mapping[str, object]) -> dict[str, object
         "truncated": False,
         **info,
     }
+
+
+def _waiting(tables: Tables, lf: LocalFile) -> bool:
+    return lf.state in ("queued", "uploading") or (
+        lf.state == "pending" and lf.serial in tables.held)
 
 
 def xattr_status(full: Mapping[str, object]) -> bytes:

@@ -19,7 +19,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
@@ -203,6 +203,8 @@ class Tables:
         self._next_fh = 1
         # The background upload queue's counters, for the status (set by Filesystem).
         self.queue_stats: Callable[[], dict[str, object]] = dict
+        # Serials of closed files held for a rename (upload_policy.py; read-only here).
+        self.held: Mapping[int, float] = {}
 
     def new_fh(self, handle: Handle) -> FileHandle:
         fh = self._next_fh

@@ -212,22 +212,30 @@ class UploadQueue:
         if local.state == "queued":
             return
         gen = local.generation
-        fd = local.ensure_fd()
-        await trio.to_thread.run_sync(os.fsync, fd)
-        if (local.unlinked or not local.dirty or local.generation != gen
-                or local.state in ("queued", "uploading")):
-            return  # written, removed, or queued by another close meanwhile
+        # Its own descriptor: an unlink may close the file's while the thread syncs.
+        fd = os.dup(local.ensure_fd())
+        if local.handles == 0 and local.stream is None:
+            local.close_fd()  # a held file's grace ended: it keeps no descriptor
+        key = local.journal_key
+        state = self._t.state
+
+        def make_durable() -> None:  # one trip to a worker thread: two fsyncs
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            state.journal_update(key, durable=True, state="queued", error=None)
+
         local.state = "queued"
         local.next_try = None
         self._retry_at.pop(local.serial, None)
-        key = local.journal_key
-        await trio.to_thread.run_sync(
-            lambda: self._t.state.journal_update(key, durable=True, state="queued",
-                                                 error=None))
-        # Written meanwhile (touch made it pending again): its next close queues it.
-        # The journal may then say queued for a moment, which is safe: after a crash
-        # only a file whose `closed` time is after its last write is uploaded.
-        if local.state == "queued":
+        await trio.to_thread.run_sync(make_durable)
+        # Written, removed or rewritten meanwhile (a write made it pending again): not
+        # queued now, its next close queues it. The journal may then say queued for a
+        # moment, which is safe: after a crash only a file whose `closed` time is after
+        # its last write is uploaded, and a removed file has no row.
+        if (local.state == "queued" and local.generation == gen and local.dirty
+                and not local.unlinked):
             self._add(local)
 
     def _add(self, local: LocalFile) -> None:

@@ -364,3 +364,17 @@ async def test_a_refusal_by_the_close_time_check_sends_and_queues_nothing(
         assert await state_of(env, "checked.bin") == "failed"
         assert env.fs.status()["failed"] == [{"path": "checked.bin", "error": "refused here"}]
         assert await env.read_all("checked.bin") == b"\x00\x01"
+
+
+async def test_a_held_temporary_name_counts_as_waiting_until_it_is_queued(
+        app: Starlette, tmp_path: Path) -> None:
+    async with Env.running(app, tmp_path / "cache", async_uploads=True, held_uploads=True,
+                           temp_grace=0.3) as env:
+        await env.write_file(".data.ab12CD", b"held a moment")   # rsync's temporary name
+        status = env.fs.status()
+        assert status["waiting"] == [{"path": ".data.ab12CD", "size": 13, "state": "held"}]
+        assert status["waiting_count"] == 1 and status["waiting_bytes"] == 13
+        with trio.fail_after(10):
+            while env.fs.status()["waiting_count"]:
+                await trio.sleep(0.02)
+        assert [r.filename for r in env.remote()] == [".data.ab12CD"]
