@@ -159,9 +159,12 @@ class UploadQueue:
             self._running.discard(local.serial)
             if local.serial in self._again:
                 self._again.discard(local.serial)
-                if (local.dirty and local.state == "pending" and not local.unlinked
-                        and not self._t.open_for_writing(local)):
-                    self._requeue(local)  # written and closed during its upload
+                # Written and closed during its upload: the bytes sent were not the
+                # last (that upload landed as an older version, or failed because the
+                # file changed under it); the last version goes now.
+                if (local.dirty and local.state in ("pending", "failed")
+                        and not local.unlinked and not self._t.open_for_writing(local)):
+                    self._requeue(local)
             self._wake()
 
     def _failed(self, local: LocalFile, exc: CoreError) -> None:
@@ -206,11 +209,9 @@ class UploadQueue:
         """Make a closed file durable and queue its upload (async close)."""
         if not local.dirty or local.size == 0 or local.unlinked or local.remote is not None:
             return
-        if local.state == "uploading":
-            self._again.add(local.serial)  # its upload sends an older version
-            return
         if local.state == "queued":
             return
+        again = local.state == "uploading"  # its upload in flight sends an older version
         gen = local.generation
         # Its own descriptor: an unlink may close the file's while the thread syncs.
         fd = os.dup(local.ensure_fd())
@@ -218,14 +219,22 @@ class UploadQueue:
             local.close_fd()  # a held file's grace ended: it keeps no descriptor
         key = local.journal_key
         state = self._t.state
+        closed = time.time()  # after the last write: these bytes are final
 
         def make_durable() -> None:  # one trip to a worker thread: two fsyncs
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            state.journal_update(key, durable=True, state="queued", error=None)
+            if again:  # the row stays "uploading" (that upload may land: landed.py)
+                state.journal_update(key, durable=True, closed=closed)
+            else:
+                state.journal_update(key, durable=True, state="queued", error=None)
 
+        if again:
+            await trio.to_thread.run_sync(make_durable)
+            self._again.add(local.serial)  # queued again when that upload ends
+            return
         local.state = "queued"
         local.next_try = None
         self._retry_at.pop(local.serial, None)

@@ -378,3 +378,24 @@ async def test_a_held_temporary_name_counts_as_waiting_until_it_is_queued(
             while env.fs.status()["waiting_count"]:
                 await trio.sleep(0.02)
         assert [r.filename for r in env.remote()] == [".data.ab12CD"]
+
+
+async def test_a_rewrite_during_its_upload_is_made_durable_and_uploaded_after_it(
+        env: Env) -> None:
+    gate(env).closed = True
+    await env.write_file("moving.txt", b"version one")
+    await trio.sleep(0.05)
+    assert await state_of(env, "moving.txt") == "uploading"
+    fh = await env.fs.open(await env.path("moving.txt"), os.O_WRONLY | os.O_TRUNC)
+    await env.fs.write(fh, 0, b"version two, longer")
+    await env.close(fh)
+    [row] = env.fs._state.journal_entries()
+    assert row.state == "uploading" and row.closed is not None   # durable, not lost
+    gate(env).open()
+    with trio.fail_after(10):
+        while await state_of(env, "moving.txt") != "remote":
+            await trio.sleep(0.01)
+    [rec] = env.remote("moving.txt")              # the first version was replaced
+    assert rec.size == len(b"version two, longer")
+    assert gate(env).uploads == 2
+    assert await env.read_all("moving.txt") == b"version two, longer"
