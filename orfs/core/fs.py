@@ -432,6 +432,8 @@ class Filesystem:
         if local is not None and not local.unlinked:
             if size is not None and size != local.size:
                 self._files.resize(local, size)  # a change of the bytes: mtime and ctime
+                if local.handles == 0 and local.remote is None and local.stream is None:
+                    local.close_fd()  # `truncate -s` with no handle: keep no descriptor
             if changes:
                 local.changed_ns = time.time_ns()
             if perm is not None:

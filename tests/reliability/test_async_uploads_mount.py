@@ -258,3 +258,17 @@ def test_orfs_sync_shows_progress_on_a_terminal_only(rig: Rig) -> None:
     code, shown = _on_a_terminal("sync", "--quiet", m.path)
     assert code == 0 and shown == ""
     assert len(m.remote_files()) == 9
+
+
+def test_sigterm_uploads_the_queue_before_unmounting(rig: Rig) -> None:
+    emu = rig.emulator("--latency-ms", "300")
+    m = rig.mount(emu, *ASYNC, "--upload-streams", "2")
+    files = {f"t{i}.txt": f"term {i}\n".encode() for i in range(8)}
+    for name, data in files.items():
+        (m.path / name).write_bytes(data)
+    assert status(m.path)["queued"] > 0
+    assert m.proc is not None
+    m.proc.terminate()
+    assert m.proc.wait(60) == 0
+    wait_for(lambda: not listed(m.path), 10, "the unmount")
+    landed_once(m, files)
