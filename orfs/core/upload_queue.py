@@ -120,7 +120,7 @@ class UploadQueue:
                 local = self._t.locals.get(serial)
                 if local is not None and local.state == "failed" and not local.unlinked:
                     log.info("trying the upload of %s again", "/".join(local.path))
-                    self._requeue(local)
+                    self._retry(local)
         if self._stopped or self._nursery is None:
             return
         while len(self._running) < self.streams and self._queue:
@@ -260,6 +260,17 @@ class UploadQueue:
         self._t.state.journal_update(local.journal_key, state="queued", error=None)
         self._add(local)
 
+    def _retry(self, local: LocalFile) -> bool:
+        """Queue a failed file again, after the close-time checks (which may refuse
+        it now, say a full workspace). True if queued."""
+        try:
+            self.check(local)
+        except CoreError as exc:
+            self._files.refused_here(local, exc)
+            return False
+        self._requeue(local)
+        return True
+
     def restore(self, todo: list[LocalFile]) -> None:
         """The files a previous mount left to upload (`LocalFiles.restore_journal`),
         oldest first; an upload it had begun is first looked for (landed.py)."""
@@ -277,8 +288,7 @@ class UploadQueue:
                     and local.remote is None and local.error != INTERRUPTED
                     and not self._t.open_for_writing(local)):
                 self._retry_at.pop(local.serial, None)
-                self._requeue(local)
-                n += 1
+                n += self._retry(local)
         log.info("retrying %d failed upload(s) now", n)
         return n
 

@@ -358,12 +358,18 @@ async def test_a_refusal_by_the_close_time_check_sends_and_queues_nothing(
 
         env.fs.queue.check = refuse  # type: ignore[method-assign]
         with pytest.raises(Unsupported):
-            await env.write_file("checked.bin", b"\x00\x01")
+            await env.write_file("checked.bin", b"checked\n")
         await trio.sleep(0.05)
         assert gate(env).uploads == 0 and env.fs.status()["queued"] == 0
         assert await state_of(env, "checked.bin") == "failed"
         assert env.fs.status()["failed"] == [{"path": "checked.bin", "error": "refused here"}]
-        assert await env.read_all("checked.bin") == b"\x00\x01"
+        assert await env.read_all("checked.bin") == b"checked\n"
+        assert env.fs.retry_failed() == 0           # a retry is checked too
+        assert gate(env).uploads == 0
+        env.fs.queue.check = lambda local: None     # type: ignore[method-assign]
+        assert env.fs.retry_failed() == 1
+        await settle(env)
+        assert [r.filename for r in env.remote()] == ["checked.bin"]
 
 
 async def test_a_held_temporary_name_counts_as_waiting_until_it_is_queued(
