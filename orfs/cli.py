@@ -1,4 +1,4 @@
-"""The `orfs` command line: mount, unmount, status, refresh, emulator, completion.
+"""The `orfs` command line: mount, unmount, sync, status, refresh, emulator, completion.
 
 Every `orfs mount` flag is also a `-o name=value` option (with dashes or
 underscores), which is what `mount -t fuse.orfs` and /etc/fstab pass through the
@@ -163,11 +163,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"workspace:   {status['workspace']}")
     if status.get("provider"):
         print(f"provider:    {status['provider']}")
+    uploads = status.get("uploads")
+    queued = (f", {status.get('queued', 0)} queued (async)"
+              if isinstance(uploads, dict) and uploads.get("mode") == "async" else "")
     print(f"uploads:     {status.get('pending', 0)} pending, "
           f"{status.get('uploading', 0)} uploading, "
-          f"{status.get('failed_count', len(failed))} failed")
+          f"{status.get('failed_count', len(failed))} failed{queued}")
+    if status.get("waiting_bytes"):
+        print(f"  waiting:   {_human(status['waiting_bytes'])} to upload")
     for f in failed:
-        print(f"  failed: {f.get('path')}: {f.get('error')}")
+        when = f.get("next_try")
+        again = (f" (next try in {max(0, when - time.time()):.0f} s)"
+                 if isinstance(when, (int, float)) else "")
+        print(f"  failed: {f.get('path')}: {f.get('error')}{again}")
     print(f"cache:       {_human(cache.get('used', 0))} of {_human(cache.get('limit', 0))}")
     requests = status.get("requests", {})
     if requests:
@@ -201,6 +209,7 @@ def _cmd_unmount(args: argparse.Namespace) -> int:
     mountpoint = Path(args.mountpoint).expanduser().absolute()
     deadline = time.monotonic() + args.timeout
     pid: int | None = None
+    progress = _Progress(quiet=args.quiet)
     while True:
         try:
             status = read_status(mountpoint, full=False)
@@ -219,10 +228,14 @@ def _cmd_unmount(args: argparse.Namespace) -> int:
         except SystemExit:
             break  # not (or no longer) an orfs mount: just unmount
         pid = status.get("pid") if isinstance(status.get("pid"), int) else None
-        busy = _count(status.get("pending")) + _count(status.get("uploading"))
+        busy = (_count(status.get("pending")) + _count(status.get("queued"))
+                + _count(status.get("uploading")))
+        progress.show(busy, _count(status.get("waiting_bytes")), status)
         if busy == 0:
+            progress.done()
             break
         if time.monotonic() > deadline:
+            progress.done()
             print(f"orfs: {busy} upload(s) still in flight after {args.timeout:.0f} s; "
                   "unmounting anyway (they stay journaled and resume at the next mount)",
                   file=sys.stderr)
@@ -244,6 +257,106 @@ def _cmd_unmount(args: argparse.Namespace) -> int:
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) else 0
+
+
+class _Progress:
+    """One line on a terminal (stderr), rewritten in place: files and bytes left and the
+    upload rate. Silent when stderr is not a terminal, or with --quiet."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.on = not quiet and sys.stderr.isatty()
+        self._first: tuple[float, int] | None = None
+        self._shown = False
+
+    def show(self, files: int, left: int, status: dict[str, Any]) -> None:
+        if not self.on:
+            return
+        uploads = status.get("uploads")
+        sent = _count(uploads.get("uploaded_bytes")) if isinstance(uploads, dict) else 0
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (now, sent)
+        start, sent0 = self._first
+        rate = (sent - sent0) / (now - start) if now - start > 0.5 else None
+        line = f"orfs: {files} file(s), {_human(left)} left"
+        if rate is not None:
+            line += f", {_human(rate)}/s"
+        print(f"\r\x1b[K{line}", end="", file=sys.stderr, flush=True)
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            print(file=sys.stderr, flush=True)
+            self._shown = False
+
+
+def _under(path: str, prefixes: list[str]) -> bool:
+    return not prefixes or any(p == "" or path == p or path.startswith(p + "/")
+                               for p in prefixes)
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    """Wait for the uploads queued by closes (--uploads async), or those under PATHs;
+    exit 1 naming each failure (see docs/OPERATIONS.md, "orfs sync")."""
+    mountpoint = Path(args.mountpoint).expanduser().absolute()
+    prefixes: list[str] = []
+    for raw in args.paths:
+        path = Path(raw).expanduser().absolute()
+        try:
+            rel = path.relative_to(mountpoint)
+        except ValueError:
+            raise SystemExit(f"orfs: {raw} is not under {mountpoint}") from None
+        prefixes.append("" if str(rel) == "." else str(rel))
+    status = read_status(mountpoint, full=bool(prefixes))
+    if args.retry:
+        pid = status.get("pid")
+        if not isinstance(pid, int):
+            raise SystemExit("orfs: this mount does not say which process serves it")
+        before = _retries(status)
+        os.kill(pid, signal.SIGUSR1)
+        end = time.monotonic() + 10
+        while _retries(status) == before:  # until the mount has queued them again
+            if time.monotonic() > end:
+                raise SystemExit("orfs: the mount did not take the retry request")
+            time.sleep(0.05)
+            status = read_status(mountpoint, full=bool(prefixes))
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    progress = _Progress(quiet=args.quiet)
+    while True:
+        waiting = [w for w in status.get("waiting", []) if isinstance(w, dict)
+                   and _under(str(w.get("path", "")), prefixes)]
+        if prefixes:
+            files, left = len(waiting), sum(_count(w.get("size")) for w in waiting)
+        else:
+            files, left = _count(status.get("waiting_count")), _count(
+                status.get("waiting_bytes"))
+        progress.show(files, left, status)
+        if files == 0:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            progress.done()
+            print(f"orfs: {files} upload(s) still waiting after {args.timeout:.0f} s",
+                  file=sys.stderr)
+            return 1
+        time.sleep(0.05)
+        status = read_status(mountpoint, full=bool(prefixes))
+    progress.done()
+    if not prefixes and status.get("truncated"):
+        status = read_status(mountpoint, full=True)  # every failure, not only the newest
+    failed = [f for f in status.get("failed", []) if isinstance(f, dict)
+              and _under(str(f.get("path", "")), prefixes)]
+    for f in failed:
+        when = f.get("next_try")
+        again = (f"; next try in {max(0, when - time.time()):.0f} s"
+                 if isinstance(when, (int, float)) else "")
+        print(f"orfs: upload of {mountpoint / str(f.get('path'))} failed: "
+              f"{f.get('error')}{again}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _retries(status: dict[str, Any]) -> int:
+    uploads = status.get("uploads")
+    return _count(uploads.get("retry_requests")) if isinstance(uploads, dict) else 0
 
 
 def _serving_process_gone(mountpoint: Path) -> bool:
@@ -279,7 +392,10 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, emulator: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. ``emulator=False`` leaves out the emulator's own
+    arguments (importing it costs a tenth of a second, which `orfs sync` after every
+    copy should not pay); main() asks for them only when they can be needed."""
     parser = argparse.ArgumentParser(
         prog="orfs",
         description="Mount an OpenRouter Files workspace as a directory.",
@@ -306,7 +422,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                    help="longest wait for uploads (default: %(default)s)")
     p.add_argument("-z", "--lazy", action="store_true", help="lazy unmount (fusermount3 -z)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress line while waiting (none either when not a terminal)")
     p.set_defaults(func=_cmd_unmount)
+
+    p = sub.add_parser(
+        "sync", help="wait for queued uploads; exit 1 naming each failure",
+        description=(
+            "Wait until every upload queued by a close (--uploads async) has landed, or "
+            "those under PATHs, then print each failed upload (under PATHs) with its "
+            "error on stderr and exit 1 if there is any. A terminal shows progress "
+            "(files and bytes left, the rate)."))
+    p.add_argument("mountpoint").complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="files or folders under MOUNTPOINT (default: all)")
+    p.add_argument("--retry", action="store_true",
+                   help="first try every failed upload of the mount again")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up (exit 1) after this long (default: wait)")
+    p.set_defaults(func=_cmd_sync)
 
     p = sub.add_parser("status", help="uploads, cache and requests of a mount")
     p.add_argument("mountpoint").complete = shtab.DIRECTORY  # type: ignore[attr-defined]
@@ -321,13 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
         "emulator", help="run a local emulator of the OpenRouter Files API",
         description="Serve the OpenRouter Files API wire contract locally (see docs/EMULATOR.md).",
     )
-    try:
-        from orfs.emulator.server import add_arguments
-    except ImportError:  # the emulator extra is not installed
-        p.set_defaults(func=lambda _a: _missing_extra())
-    else:
-        add_arguments(p)
-        p.set_defaults(func=_cmd_emulator)
+    if emulator:
+        try:
+            from orfs.emulator.server import add_arguments
+        except ImportError:  # the emulator extra is not installed
+            p.set_defaults(func=lambda _a: _missing_extra())
+        else:
+            add_arguments(p)
+            p.set_defaults(func=_cmd_emulator)
 
     p = sub.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=["bash", "zsh"])
@@ -341,7 +477,8 @@ def _missing_extra() -> int:
     return 2
 
 
-_COMMANDS = {"mount", "unmount", "umount", "status", "refresh", "emulator", "completion"}
+_COMMANDS = {"mount", "unmount", "umount", "sync", "status", "refresh", "emulator",
+             "completion"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -351,7 +488,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # entry when there is no /sbin/mount.fuse.orfs (it runs the subtype by name, and
         # always passes -o). A mistyped command has no -o and still gets argparse's error.
         return mount_helper_main(argv)
-    args = build_parser().parse_args(argv)
+    # Only a command line that may name the emulator, or ask for completion or help of
+    # everything, needs its arguments.
+    others = _COMMANDS - {"emulator", "completion"}
+    args = build_parser(emulator=not argv or argv[0] not in others).parse_args(argv)
     result: int = args.func(args)
     return result
 

@@ -43,6 +43,8 @@ GROUPS = {
     "access": "Which workspace to mount and who may use it. The API key is read from "
               "OPENROUTER_API_KEY or --api-key-file, never from the command line.",
     "cache": "Where bytes and listings are kept, and for how long.",
+    "uploads": "When close() returns, and how uploads are sent (what close() returning "
+               "0 promises in each mode: docs/SEMANTICS.md).",
     "logging": "What orfs says and where.",
     "api": "How long orfs waits for an API that does not answer (tests shorten these).",
 }
@@ -142,6 +144,17 @@ class MountConfig:
              "stops sending xattr requests, a round trip fewer per file for tools that "
              "list every file's xattrs (cp -a or rsync -X out of the mount); orfs status "
              "reads MOUNTPOINT/.orfs-status instead")
+    uploads: str = _opt(
+        "sync", "--uploads", group="uploads", parse=str, choices=("sync", "async"),
+        metavar="sync|async",
+        help="sync (default): close() waits for the upload and returns the service's "
+             "answer; async: close() returns once the bytes are durable on local disk and "
+             "the upload runs in the background (errors in xattrs, orfs status, the log "
+             "and orfs sync; fsync waits for the upload)")
+    upload_streams: int = _opt(
+        8, "--upload-streams", group="uploads", parse=_count, metavar="N",
+        help="with --uploads async, how many queued files upload at once, oldest first "
+             "(default: %(default)s)")
     retry_budget: float = _opt(
         20.0, "--retry-budget", group="api", parse=parse_seconds, metavar="SECONDS",
         help="how long an upload is retried; lists, retrieves, deletes and download "

@@ -52,7 +52,7 @@ from orfs.api.errors import ApiError, HttpStatusError, ProtocolError, Unreachabl
 
 __all__ = ["IDEMPOTENT_RETRY_STATUSES", "INTERACTIVE_RETRY", "UPLOAD_RETRY_STATUSES",
            "RetryPolicy", "RetryState", "is_retryable", "parse_retry_after", "policies",
-           "upload_may_have_applied"]
+           "upload_may_have_applied", "is_transient", "later_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,33 @@ def upload_may_have_applied(exc: ApiError) -> bool:
     if isinstance(exc, HttpStatusError):
         return exc.status >= 500 and exc.status != 503
     return isinstance(exc, ProtocolError)
+
+
+def is_transient(exc: ApiError) -> bool:
+    """Whether a request that failed with `exc` (after its retries) may succeed later
+    unchanged: the API or the network was down or overloaded (429, 5xx, a connection
+    error, an unreadable answer), not a refusal of this request (other 4xx)."""
+    if isinstance(exc, (Unreachable, ProtocolError)):
+        return True
+    if isinstance(exc, HttpStatusError):
+        return exc.status == 429 or exc.status >= 500
+    return False
+
+
+# A background upload (--uploads async) that failed in a transient way, after the
+# policy's own retries, is tried again while the mount is up: after 5 s, then 10, 20,
+# ... at most 5 min apart, for as long as the mount runs (the status shows the next
+# try). Each try is a whole upload under the policy above and the landed check.
+LATER_FIRST = 5.0
+LATER_MAX = 300.0
+
+
+def later_delay(failures: int) -> float:
+    """Seconds before the next background try after `failures` (>= 1) in a row: the
+    ceiling doubles from LATER_FIRST up to LATER_MAX, jittered in its upper half so
+    that files which failed together do not all come back in the same instant."""
+    ceiling = min(LATER_MAX, LATER_FIRST * 2.0 ** max(0, failures - 1))
+    return ceiling * (0.5 + random.random() / 2)
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

@@ -80,11 +80,11 @@ def may_stream(tables: Tables, local: LocalFile) -> bool:
 
 
 def committed_bytes(tables: Tables, but: LocalFile) -> int:
-    """The bytes of the uploads under way, other than `but`'s: they count against the
-    quota before the listing shows them."""
+    """The bytes of the uploads under way or queued (async), other than `but`'s: they
+    count against the quota before the listing shows them."""
     return sum(lf.size for lf in tables.locals
-               if lf is not but and lf.state == "uploading" and lf.remote is None
-               and not lf.unlinked)
+               if lf is not but and lf.state in ("queued", "uploading")
+               and lf.remote is None and not lf.unlinked)
 
 
 def _over_quota(tables: Tables, local: LocalFile) -> int:
@@ -96,6 +96,9 @@ def _over_quota(tables: Tables, local: LocalFile) -> int:
 async def _type_refusal(local: LocalFile) -> str | None:
     """`contenttypes.certain_refusal` of the staged bytes: from the header read here
     (one pread), except for a zip, whose directory is read in a worker thread."""
+    if local.fd < 0:
+        # A queued file keeps no descriptor while it waits: read it by its path.
+        return await trio.to_thread.run_sync(_file_refusal, local.staged)
     try:
         header = os.pread(local.fd, contenttypes.HEADER_SIZE, 0)
     except OSError:

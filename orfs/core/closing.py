@@ -4,14 +4,19 @@
 last close of a handle as a release (whose error reaches nobody; docs/FUSE.md, "Close:
 flush and release"). So:
 
-    flush    a writer's close seals the staged bytes (after a crash they upload); what
-             the service would refuse for certain is refused (admission.py, no
-             request); then the file uploads now and close waits for it, unless its
-             name looks temporary and it is held for a rename (upload_policy.py)
-    fsync    the same, except that a held file is only made durable here
+    flush    a writer's close seals the staged bytes (after a crash they upload); then
+             the close-time checks run (`UploadQueue.check`: what the service would
+             refuse for certain is refused, admission.py, no request); then the file
+             uploads now and close waits for it (--uploads sync), or it is made durable
+             and queued for a background upload (--uploads async, upload_queue.py);
+             unless its name looks temporary and it is held for a rename
+             (upload_policy.py)
+    fsync    the same, except that a held file is only made durable here, and that in
+             async mode fsync waits for the file's own upload and returns its result
     release  the last handle of a local file: a rewrite copy never written is dropped
              (the remote file shows again, no request); an unlinked file's staging goes;
-             an uploaded one's staged bytes become the content cache's
+             an uploaded one's staged bytes become the content cache's; one still local
+             (queued, failed, empty) lets go of its descriptor
 
 Uploading itself (exactly once, journaled) is `LocalFiles.upload` in writes.py.
 """
@@ -26,19 +31,23 @@ from orfs.core.inodes import FileKey, LocalKey
 from orfs.core.local import LocalFile
 from orfs.core.tables import Handle, LocalHandle, ReadHandle, Tables
 from orfs.core.upload_policy import HeldUploads
+from orfs.core.upload_queue import UploadQueue
 from orfs.core.writes import LocalFiles
 
 
 class Closer:
     """flush, fsync and release of any open handle (module doc)."""
 
-    def __init__(self, tables: Tables, files: LocalFiles, held: HeldUploads) -> None:
+    def __init__(self, tables: Tables, files: LocalFiles, held: HeldUploads,
+                 queue: UploadQueue) -> None:
         self._t = tables
         self._files = files
         self._held = held
+        self._queue = queue
 
     async def flush(self, handle: Handle | None) -> None:
-        """close(): upload a changed, non-empty file and wait, so errors reach close()."""
+        """close(): upload a changed, non-empty file and wait, so errors reach close()
+        (sync); or make it durable and queue it (async)."""
         if not isinstance(handle, LocalHandle):
             return
         local = handle.local
@@ -47,14 +56,22 @@ class Closer:
         await self._files.admit(local)  # what the service would refuse: refused now
         if self._held.hold(local):
             return  # a temporary name: held for a rename
-        await self._files.upload(local)
+        await self._queue.submit(local)  # checks, then uploads (sync) or queues (async)
 
     async def fsync(self, handle: Handle | None) -> None:
         if isinstance(handle, LocalHandle) and self._held.hold(handle.local):
             # A temporary name: durable here (staged + journaled), uploaded after a rename.
-            await trio.to_thread.run_sync(os.fsync, handle.local.fd)
+            await trio.to_thread.run_sync(os.fsync, handle.local.ensure_fd())
             return
-        await self.flush(handle)
+        if not self._queue.enabled or not isinstance(handle, LocalHandle):
+            await self.flush(handle)
+            return
+        # Async: fsync is the call that asks for the truth, so it waits for this
+        # file's upload (started now if it is still waiting its turn).
+        local = handle.local
+        if handle.writable:
+            self._files.seal(local)
+        await self._queue.wait_for(local)
 
     def release(self, handle: Handle | None) -> None:
         """The kernel let go of a handle (once per open, after its last close)."""
@@ -73,6 +90,8 @@ class Closer:
             self._files.close(local)
         elif local.remote is not None:
             self._files.retire(local)
+        elif local.stream is None:
+            local.close_fd()  # still local: no descriptor held while it waits
 
     def _revert_pristine(self, local: LocalFile) -> bool:
         """At the last close of a rewrite copy that was never written: drop the copy and

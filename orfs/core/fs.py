@@ -17,6 +17,8 @@ name or handle is, and either answers from the parts or hands over to one of the
     closing.py   what flush, fsync and release do (`Closer`)
     upload_policy.py  when a closed file uploads: now, or held for a rename
                  (`HeldUploads`, `looks_temporary`)
+    upload_queue.py   --uploads async: closed files made durable and uploaded in the
+                 background, oldest first, N at once (`UploadQueue`)
     replace.py   rename, rewrites and truncates of uploaded files (`Replacer`)
     status.py    xattrs, statfs and the mount's status
     namespace.py the listing index and the local overlay; inodes.py the inode table
@@ -79,6 +81,7 @@ from orfs.core.tables import (
     content_error,
 )
 from orfs.core.upload_policy import HeldUploads
+from orfs.core.upload_queue import DEFAULT_STREAMS, UploadQueue
 from orfs.core.writes import LocalFiles
 
 # Re-exported: the FUSE adapter, the mount and the tests take these from here.
@@ -94,7 +97,9 @@ class Filesystem:
                  info: Mapping[str, object] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  stream_uploads: bool = True, temp_grace: float = 2.0,
-                 api_down_window: float = API_DOWN_BACKOFF) -> None:
+                 api_down_window: float = API_DOWN_BACKOFF,
+                 async_uploads: bool = False,
+                 upload_streams: int = DEFAULT_STREAMS) -> None:
         self.read_only = read_only
         self._info = dict(info or {})
         self.ns = Namespace(client, ttl=dir_cache_ttl, clock=clock,
@@ -107,15 +112,21 @@ class Filesystem:
         self.inodes = self._t.inodes
         # Streamed uploads of sequential writers; run by `streams.run`.
         self.streams = UploadStreams(lambda name, body: client.upload(name, body),
-                                     LocalFile.upload_name, enabled=stream_uploads,
+                                     LocalFile.upload_name,
+                                     # async: a closed file uploads later, from staging
+                                     enabled=stream_uploads and not async_uploads,
                                      allowed=lambda lf: (self._held.may_stream(lf)
                                                          and self._files.may_stream(lf)))
         self._files = LocalFiles(self._t, self.streams, staging_dir)
+        # --uploads async: closed files upload in the background (off: at their flush).
+        self.queue = UploadQueue(self._t, self._files, enabled=async_uploads,
+                                 streams=upload_streams)
+        self._t.queue_stats = self.queue_stats
         # A closed file with a temporary-looking name waits temp_grace seconds for a
         # rename before it uploads under its own name (while `run` runs).
-        self._held = HeldUploads(self._t, self._files, temp_grace)
-        self._close = Closer(self._t, self._files, self._held)
-        self._replace = Replacer(self._t, self._files, self._held)
+        self._held = HeldUploads(self._t, self._files, temp_grace, self.queue)
+        self._close = Closer(self._t, self._files, self._held, self.queue)
+        self._replace = Replacer(self._t, self._files, self._held, self.queue)
         # What tests look into.
         self._state = state
         self._content = content
@@ -240,6 +251,13 @@ class Filesystem:
             raise IsADirectory(name)
         if isinstance(key, LocalKey):
             local = self._t.locals[key.serial]
+            if local.state == "uploading":
+                # Its upload is in flight: let it end, then remove what it became (the
+                # new remote file, or the local file if it failed).
+                async with local.lock:
+                    pass
+                await self.unlink(parent, name)
+                return
             self._keep_folder(local.path)
             self._t.folder_changed(local.path[:-1])
             replaces = local.replaces
@@ -366,7 +384,7 @@ class Filesystem:
                 raise content_error(exc) from exc
         if isinstance(handle, LocalHandle):
             await trio.lowlevel.checkpoint()
-            return os.pread(handle.local.fd, size, offset)
+            return os.pread(handle.local.ensure_fd(), size, offset)
         raise InvalidArgument(f"bad file handle {fh}")
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -415,6 +433,8 @@ class Filesystem:
         if local is not None and not local.unlinked:
             if size is not None and size != local.size:
                 self._files.resize(local, size)  # a change of the bytes: mtime and ctime
+                if local.handles == 0 and local.remote is None and local.stream is None:
+                    local.close_fd()  # `truncate -s` with no handle: keep no descriptor
             if changes:
                 local.changed_ns = time.time_ns()
             if perm is not None:
@@ -474,6 +494,7 @@ class Filesystem:
             await nursery.start(self._t.content.run)
             await nursery.start(self.streams.run)
             await nursery.start(self._held.run)
+            await nursery.start(self.queue.run)
             task_status.started()
 
     async def upload_held(self) -> None:
@@ -492,4 +513,28 @@ class Filesystem:
         return self._files.restore_journal()
 
     async def resume_uploads(self, todo: list[LocalFile]) -> None:
+        """Upload what a previous mount left: one at a time (sync), or queued (async)."""
+        if self.queue.enabled:
+            self.queue.restore(todo)
+            return
         await self._files.resume_uploads(todo)
+
+    def retry_failed(self) -> int:
+        """Upload every failed file again, in the background, oldest first (SIGUSR1,
+        `orfs sync --retry`; in both modes). Returns how many."""
+        return self.queue.retry_failed()
+
+    def stop_queue(self) -> None:
+        """Unmounted: start no new background upload (what waits stays journaled)."""
+        self.queue.stop()
+
+    async def drain_queue(self, timeout: float = 120.0) -> None:
+        """Until the background queue is empty (SIGTERM); bounded."""
+        await self.queue.drain(timeout)
+
+    def queue_stats(self) -> dict[str, object]:
+        return {"mode": "async" if self.queue.enabled else "sync",
+                "uploaded_files": self.queue.uploaded_files,
+                "uploaded_bytes": self.queue.uploaded_bytes,
+                "retry_requests": self.queue.retry_requests,
+                "upload_streams": self.queue.streams if self.queue.enabled else 1}

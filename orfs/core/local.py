@@ -21,13 +21,15 @@ import trio
 
 from orfs.api.models import RemoteFile
 from orfs.core import names
+from orfs.core.errors import CoreError
 from orfs.core.inodes import FileKey, Key, LocalKey
 from orfs.core.upload_stream import UploadStream
 
 INTERRUPTED = ("the mount stopped while this file was being written; its bytes are kept "
                "here but not uploaded (write and close it again to upload it)")
 
-LocalState = Literal["pending", "uploading", "failed", "uploaded"]
+# queued: closed with --uploads async, durable, waiting for its background upload.
+LocalState = Literal["pending", "queued", "uploading", "failed", "uploaded"]
 WriteMode = Literal["fresh", "appending", "streaming", "done", "random"]
 
 
@@ -36,7 +38,7 @@ class LocalFile:
     serial: int
     path: tuple[str, ...]           # display path where it is shown while local
     staged: Path
-    fd: int
+    fd: int                          # -1 while closed: opened by `ensure_fd` when needed
     journal_key: str
     created_ns: int
     mode: int                        # permission bits
@@ -66,6 +68,20 @@ class LocalFile:
     # rewrite, `cp` over it, a rename onto it): that file's real filename, which a
     # display-only name (an id form, a shortened name) is not. None: its own path.
     remote_name: str | None = None
+    # The last failed upload's error (fsync returns it; None after a restart: EIO).
+    failure: CoreError | None = None
+    transient: bool = False          # ... and it may succeed if tried again (retry.py)
+    # Background uploads (--uploads async): failures in a row of a transient kind, and
+    # when the next try is due (wall time; None: no automatic retry).
+    tries: int = 0
+    next_try: float | None = None
+
+    def ensure_fd(self) -> int:
+        """The staging file's descriptor, opened again if it was closed (a queued file
+        keeps none while it waits, so 10,000 of them hold no descriptors)."""
+        if self.fd < 0:
+            self.fd = os.open(self.staged, os.O_RDWR | os.O_CLOEXEC)
+        return self.fd
 
     def upload_name(self) -> str:
         """The filename its upload sends."""

@@ -46,6 +46,7 @@ from orfs.core.tables import (
     ns_time,
 )
 from orfs.core.upload_policy import HeldUploads
+from orfs.core.upload_queue import UploadQueue
 from orfs.core.writes import LocalFiles
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,12 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 class Replacer:
     """rename, and the rewrites of uploaded files (module doc)."""
 
-    def __init__(self, tables: Tables, files: LocalFiles, held: HeldUploads) -> None:
+    def __init__(self, tables: Tables, files: LocalFiles, held: HeldUploads,
+                 queue: UploadQueue) -> None:
         self._t = tables
         self._files = files
         self._held = held
+        self._queue = queue
 
     # ---- rename ------------------------------------------------------------------------
 
@@ -124,7 +127,12 @@ class Replacer:
             return
         new_path = (*new_folder, new_name)
         old_path = (*old_folder, old_name)
-        if local is not None and self._upload_due(local):
+        # Async: a closed file not uploaded yet (queued, or a temporary name in its
+        # grace period) is renamed for free and stays (or goes) in the queue: the
+        # upload happens once, in the background, under the final name.
+        queue_it = (local is not None and self._queue.enabled and local.replaces is None
+                    and (local.state == "queued" or self._upload_due(local)))
+        if local is not None and self._upload_due(local) and not queue_it:
             # Closed with bytes not uploaded (a temporary name in its grace period):
             # uploaded now, under the new name, so rename reports its errors.
             if isinstance(dst, (DirKey, ByIdKey)):
@@ -147,6 +155,9 @@ class Replacer:
             self._t.ns.add_local_file(new_path, local.serial)
             self._t.state.journal_update(local.journal_key, filename=local.upload_name(),
                                          replaces=local.replaces)
+            if queue_it:
+                self._held.cancel(local)
+                await self._queue.submit(local)  # already queued: stays, renamed
             return
         if isinstance(src, DirKey):
             # What Linux checks before the move itself: a folder replaces only an

@@ -36,8 +36,9 @@ SCHEMA_VERSION = 4
 ERROR_KEEP_SECONDS = 24 * 3600
 ERROR_KEEP_ROWS = 1000
 
-JournalState = Literal["pending", "uploading", "failed"]
-JOURNAL_STATES: frozenset[str] = frozenset({"pending", "uploading", "failed"})
+# queued: closed, durable, waiting for its background upload (--uploads async).
+JournalState = Literal["pending", "queued", "uploading", "failed"]
+JOURNAL_STATES: frozenset[str] = frozenset({"pending", "queued", "uploading", "failed"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS content (
@@ -356,8 +357,14 @@ class State:
             (getattr(entry, f) for f in _JOURNAL_FIELDS),
         )
 
-    def journal_update(self, key: str, **fields: Any) -> None:
-        """Change some fields of an entry; unknown field names are a TypeError."""
+    def journal_update(self, key: str, *, durable: bool = False, **fields: Any) -> None:
+        """Change some fields of an entry; unknown field names are a TypeError.
+
+        ``durable``: the change is on disk when this returns (the write-ahead log is
+        fsync'ed at this commit, as if ``synchronous=FULL``), so a crash or a power
+        loss right after cannot lose it. It costs an fsync: the async close uses it,
+        once per closed file; every other change is ``synchronous=NORMAL``, which a
+        crash of the process never loses either."""
         unknown = set(fields) - _JOURNAL_UPDATABLE
         if unknown:
             raise TypeError(f"not journal fields: {sorted(unknown)}")
@@ -367,10 +374,17 @@ class State:
             return
         names = sorted(fields)
         assignments = ", ".join(f"{n} = ?" for n in names)
-        self._run(
-            f"UPDATE journal SET {assignments} WHERE key = ?",
-            [*(fields[n] for n in names), key],
-        )
+        sql = f"UPDATE journal SET {assignments} WHERE key = ?"
+        params = (*(fields[n] for n in names), key)
+        if not durable:
+            self._run(sql, params)
+            return
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._db.execute(sql, params)
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
 
     def journal_remove(self, key: str) -> None:
         self._run("DELETE FROM journal WHERE key = ?", (key,))

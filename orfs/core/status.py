@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from orfs.config import STATUS_XATTR
 from orfs.core import names
 from orfs.core.inodes import DirKey, FileKey, LocalKey
+from orfs.core.local import LocalFile
 from orfs.core.tables import FsStats, Tables
 
 QUOTA = 10 * 1024**3            # the workspace quota (docs/API.md)
@@ -25,7 +26,7 @@ _XATTR_PREFIX = "user.openrouter."
 STATUS_XATTR_MAX = 60 * 1024
 # Lists the xattr keeps at most, newest last, before it is measured.
 _XATTR_LIST_MAX = 100
-_LISTS = ("failed", "errors_last_hour")
+_LISTS = ("failed", "waiting", "errors_last_hour")
 
 
 async def xattrs(tables: Tables, ino: int, info: Mapping[str, object]) -> dict[str, bytes]:
@@ -64,12 +65,27 @@ def mount_status(tables: Tables, info: Mapping[str, object]) -> dict[str, object
     """The root's user.orfs.status (never the key)."""
     live = [lf for lf in tables.locals if not lf.unlinked and lf.remote is None]
     used, limit = tables.content.usage()
-    failed = [{"path": "/".join(lf.path), "error": lf.error or ""}
-              for lf in live if lf.state == "failed"]
+    failed: list[dict[str, object]] = []
+    for lf in live:
+        if lf.state == "failed":
+            entry: dict[str, object] = {"path": "/".join(lf.path), "error": lf.error or ""}
+            if lf.next_try is not None:
+                entry["next_try"] = lf.next_try  # a transient failure, tried again then
+            failed.append(entry)
+    # Closed files not uploaded yet: held for a rename (a temporary name), queued for
+    # the background, or uploading now; oldest first (orfs sync waits for these).
+    waiting = [{"path": "/".join(lf.path), "size": lf.size,
+                "state": "held" if lf.state == "pending" else lf.state}
+               for lf in live if _waiting(tables, lf)]
     errors = [{"time": t, "message": m} for t, m in tables.state.recent_errors(3600)]
     return {
         "pending": sum(1 for lf in live if lf.state == "pending" and lf.size > 0),
         "uploading": sum(1 for lf in live if lf.state == "uploading"),
+        "queued": sum(1 for lf in live if lf.state == "queued"),
+        "waiting_bytes": sum(lf.size for lf in live if _waiting(tables, lf)),
+        "waiting": waiting,
+        "waiting_count": len(waiting),
+        "uploads": tables.queue_stats(),
         "failed": failed,
         "failed_count": len(failed),
         "local": len(live),
@@ -80,6 +96,11 @@ def mount_status(tables: Tables, info: Mapping[str, object]) -> dict[str, object
         "truncated": False,
         **info,
     }
+
+
+def _waiting(tables: Tables, lf: LocalFile) -> bool:
+    return lf.state in ("queued", "uploading") or (
+        lf.state == "pending" and lf.serial in tables.held)
 
 
 def xattr_status(full: Mapping[str, object]) -> bytes:

@@ -19,7 +19,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
@@ -201,6 +201,10 @@ class Tables:
         self.folders: dict[tuple[str, ...], FolderMeta] = {}
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
+        # The background upload queue's counters, for the status (set by Filesystem).
+        self.queue_stats: Callable[[], dict[str, object]] = dict
+        # Serials of closed files held for a rename (upload_policy.py; read-only here).
+        self.held: Mapping[int, float] = {}
 
     def new_fh(self, handle: Handle) -> FileHandle:
         fh = self._next_fh

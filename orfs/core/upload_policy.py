@@ -22,6 +22,7 @@ from orfs.core.errors import CoreError
 from orfs.core.local import LocalFile
 from orfs.core.tables import Tables
 from orfs.core.tasks import TaskOwner
+from orfs.core.upload_queue import UploadQueue
 from orfs.core.writes import LocalFiles
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,15 @@ class HeldUploads:
     before they upload under their own name (module doc). Only while `run` runs: without
     it nothing is held and every flush uploads."""
 
-    def __init__(self, tables: Tables, files: LocalFiles, temp_grace: float) -> None:
+    def __init__(self, tables: Tables, files: LocalFiles, temp_grace: float,
+                 queue: UploadQueue) -> None:
         self._t = tables
         self._files = files
+        self._queue = queue  # uploads now (sync) or queues (async) what the grace ends
         self._temp_grace = temp_grace
         self._tasks = TaskOwner()  # the held files' timers, while `run` runs
         self._deferred: dict[int, float] = {}      # serial -> upload-not-before (clock)
+        tables.held = self._deferred               # the status counts them as waiting
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -105,12 +109,21 @@ class HeldUploads:
                 if trio.current_time() >= due:
                     break
                 await trio.sleep_until(due)
-            del self._deferred[local.serial]
             if local.unlinked or self._t.open_for_writing(local):
+                del self._deferred[local.serial]
                 return  # removed; or written again: its next flush decides
             log.info("%s was not renamed within %.1f s: uploading it under its own name",
                      "/".join(local.path), self._temp_grace)
-            await self._files.upload(local)
+            # Still counted as held until it is uploaded (sync) or queued (async), so
+            # that the status never shows it as waiting for nothing (orfs sync).
+            try:
+                await self._queue.submit(local)
+            finally:
+                again = self._deferred.get(local.serial)
+                if again == due:
+                    del self._deferred[local.serial]
+                elif again is not None:  # closed again meanwhile: a new grace period
+                    self._tasks.start_soon(self._upload_later, local)
         except CoreError as exc:
             log.warning("held upload of %s failed: %s", "/".join(local.path), exc.message)
         except Exception:
@@ -125,7 +138,7 @@ class HeldUploads:
             if local is None:
                 continue
             try:
-                await self._files.upload(local)
+                await self._queue.submit(local)
             except CoreError as exc:
                 log.warning("held upload of %s failed: %s", "/".join(local.path),
                             exc.message)

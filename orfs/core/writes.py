@@ -5,7 +5,8 @@ A `LocalFile` is one file whose bytes live in ``cache_root/staging/`` (0600): cr
 through the mount, or taking over a remote file's name by O_TRUNC. Its life:
 
     pending --flush/fsync (dirty, non-empty)--> uploading --ok--> uploaded --last release--> adopted
-                                                    \\--error--> failed --write--> pending
+       \\                                        /      \\--error--> failed --write--> pending
+        +--flush, --uploads async--> queued --+   (the background queue: upload_queue.py)
     (pending/failed with size 0, or never written: stays local, no upload)
 
 ``dirty`` says the staged bytes differ from anything uploaded; a flush uploads only
@@ -56,7 +57,7 @@ from orfs.api.errors import (
     Unauthorized,
 )
 from orfs.api.models import RemoteFile
-from orfs.api.retry import upload_may_have_applied
+from orfs.api.retry import is_transient, upload_may_have_applied
 from orfs.api.upload import UploadBody, UploadSizeMismatch, stored_name
 from orfs.config import MAX_FILE_SIZE
 from orfs.core import admission, names
@@ -190,6 +191,7 @@ class LocalFiles:
 
     def open_handle(self, local: LocalFile, flags: int) -> FileHandle:
         writable = flags & os.O_ACCMODE != os.O_RDONLY
+        local.ensure_fd()
         if writable and flags & os.O_TRUNC and local.size:
             self.resize(local, 0)
         local.handles += 1
@@ -208,7 +210,7 @@ class LocalFiles:
         await trio.lowlevel.checkpoint()
         if local.remote is not None:
             self._reopen(local)
-        os.pwrite(local.fd, data, offset)
+        os.pwrite(local.ensure_fd(), data, offset)
         local.size = max(local.size, end)
         self.touch(local)
         self.streams.wrote(local, offset, end)
@@ -222,9 +224,14 @@ class LocalFiles:
         if local.serial in self._sealed:  # written after a close: not final any more
             self._sealed.discard(local.serial)
             self._t.state.journal_update(local.journal_key, closed=None)
-        if local.state == "failed":
+        if local.state in ("failed", "queued"):
+            # Written again: a queued upload waits for the next close (one upload of
+            # the last version); a failed one is retried by it.
             local.state = "pending"
             local.error = None
+            local.failure = None
+            local.next_try = None
+            local.tries = 0
             self._t.state.journal_update(local.journal_key, state="pending", error=None)
 
     def resize(self, local: LocalFile, size: int) -> None:
@@ -232,7 +239,7 @@ class LocalFiles:
             raise FileTooBig(f"{size} bytes is past the upload limit")
         if local.remote is not None:
             self._reopen(local)
-        os.ftruncate(local.fd, size)
+        os.ftruncate(local.ensure_fd(), size)
         local.size = size
         self.touch(local)
         self.streams.resized(local, size)
@@ -258,10 +265,23 @@ class LocalFiles:
             key=local.journal_key, filename=filename, staged=str(local.staged),
             state="pending", replaces=replaces, created=time.time()))
 
-    def _mark_failed(self, local: LocalFile, message: str) -> None:
+    def _mark_failed(self, local: LocalFile, message: str,
+                     failure: CoreError | None = None) -> None:
         local.state = "failed"
         local.error = message
+        local.failure = failure or FileTooBig(message)
         self._t.state.journal_update(local.journal_key, state="failed", error=message)
+
+    def refused_here(self, local: LocalFile, error: CoreError) -> None:
+        """A check before any request refused the file: failed as a refused upload
+        would be (bytes kept, the error in its xattrs and the status, a WARNING), and
+        not sent again until written again (or retried)."""
+        local.dirty = False
+        self._mark_failed(local, error.message, error)
+        local.transient = False
+        raw = local.upload_name()
+        log.warning("upload of %s refused before sending: %s", raw, error.message)
+        self._t.state.record_error(f"upload of {raw}: {error.message}")
 
     def seal(self, local: LocalFile) -> None:
         """A writer closed (flushed) the file: its staged bytes are final until the next
@@ -322,11 +342,12 @@ class LocalFiles:
                 message = exc.message if isinstance(exc, ApiError) else str(exc)
                 if local.generation == gen:
                     local.dirty = False  # retried by the next write-and-close, not by any flush
-                self._mark_failed(local, message)
+                error = upload_error(exc) if isinstance(exc, ApiError) else IOFailure(message)
+                self._mark_failed(local, message, error)
+                local.transient = isinstance(exc, ApiError) and is_transient(exc)
                 log.warning("upload of %s failed: %s", raw, message)
                 self._t.state.record_error(f"upload of {raw}: {message}")
-                raise (upload_error(exc) if isinstance(exc, ApiError)
-                       else IOFailure(message)) from exc
+                raise error from exc
             old = local.replaces
             self._uploaded(local, rf, raw, gen)
             if old is not None:
@@ -491,15 +512,16 @@ class LocalFiles:
         for entry in self._t.state.journal_entries():
             staged = Path(entry.staged)
             try:
-                fd = os.open(staged, os.O_RDWR | os.O_CLOEXEC)
+                # No descriptor is kept: 10,000 journaled files hold none until opened.
+                st = os.stat(staged)
             except OSError:
                 self._t.state.journal_remove(entry.key)
                 continue
-            st = os.fstat(fd)
             size = st.st_size
             serial = self._serial()
             path = names.display_path(entry.filename)
             now = time.time_ns()
+            # queued (an async close) is closed and durable: uploaded as a pending one.
             state: LocalState = "failed" if entry.state == "failed" else "pending"
             error = entry.error
             closed = entry.closed is not None and st.st_mtime <= entry.closed + 0.5
@@ -509,7 +531,7 @@ class LocalFiles:
                 self._t.state.journal_update(entry.key, state="failed", error=error)
                 log.warning("%s was being written when the last mount stopped: kept here, "
                             "not uploaded", entry.filename)
-            local = LocalFile(serial=serial, path=path, staged=staged, fd=fd,
+            local = LocalFile(serial=serial, path=path, staged=staged, fd=-1,
                               journal_key=entry.key, created_ns=int(entry.created * 1e9),
                               modified_ns=now, mode=entry.mode or 0o644,
                               mode_set=entry.mode is not None, size=size,

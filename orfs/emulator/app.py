@@ -117,6 +117,9 @@ class EmulatorState:
     store: Store
     faults: FaultInjector
     stats: Stats
+    # /_emulator/refuse-uploads: (scope, filename) -> answers still to give, in order.
+    refusals: dict[tuple[Scope, str], list[tuple[int, str]]] = dataclasses.field(
+        default_factory=dict)
 
 
 class ApiError(Exception):
@@ -495,6 +498,10 @@ async def upload_file(request: Request, state: EmulatorState) -> Response:
                                    quota_left=store.remaining(scope),
                                    pacer=Pacer(state.config.bandwidth))
     try:
+        assert part.filename is not None
+        refusal = _refusal(state, scope, part.filename)
+        if refusal is not None:
+            raise ApiError(*refusal)
         if part.size == 0:
             raise ApiError(400, "empty files are not accepted")
         try:
@@ -776,6 +783,37 @@ async def get_stats(request: Request, state: EmulatorState) -> Response:
     return JSONResponse(state.stats.as_json())
 
 
+def _refusal(state: EmulatorState, scope: Scope, filename: str) -> tuple[int, str] | None:
+    """The next answer /_emulator/refuse-uploads asked for, for this upload (or None)."""
+    queue = state.refusals.get((scope, filename))
+    if not queue:
+        return None
+    answer = queue.pop(0)
+    if not queue:
+        del state.refusals[(scope, filename)]
+    return answer
+
+
+async def refuse_uploads(request: Request, state: EmulatorState) -> Response:
+    """Answer the next ``times`` uploads of ``filename`` (in this workspace and provider)
+    with ``status`` and ``message`` instead of storing them: a refusal no local rule
+    can predict. JSON ``{"filename", "status" (400-599), "message"?, "times"? (1)}``."""
+    scope, _ = _scope_and_shape(request)
+    try:
+        body = await request.json()
+        filename = body["filename"]
+        status = int(body["status"])
+        message = str(body.get("message", f"refused by the emulator ({status})"))
+        times = int(body.get("times", 1))
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(400, "expected JSON {filename, status, message?, times?}") from None
+    if not isinstance(filename, str) or not filename or not 400 <= status <= 599 or times < 1:
+        raise ApiError(400, "filename must be a non-empty string, status 400-599, times >= 1")
+    state.refusals.setdefault((scope, filename), []).extend([(status, message)] * times)
+    return JSONResponse({"filename": filename, "pending": len(state.refusals[(scope,
+                                                                               filename)])})
+
+
 async def reset_stats(request: Request, state: EmulatorState) -> Response:
     state.stats.reset()
     return JSONResponse(state.stats.as_json())
@@ -843,6 +881,7 @@ def create_app(config: EmulatorConfig) -> Starlette:
         Route(HOOK_PREFIX + "/outputs/bulk", _hook(create_outputs_bulk), methods=["POST"]),
         Route(HOOK_PREFIX + "/stats", _hook(get_stats), methods=["GET"]),
         Route(HOOK_PREFIX + "/reset-stats", _hook(reset_stats), methods=["POST"]),
+        Route(HOOK_PREFIX + "/refuse-uploads", _hook(refuse_uploads), methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

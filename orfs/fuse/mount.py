@@ -131,7 +131,9 @@ async def _main(config: MountConfig, mountpoint: Path, key: ApiKey,
                         dir_cache_ttl=config.dir_cache_ttl, read_only=config.read_only,
                         info=info, stream_uploads=config.chunked_upload,
                         temp_grace=config.temp_grace,
-                        api_down_window=config.api_down_window)
+                        api_down_window=config.api_down_window,
+                        async_uploads=config.uploads == "async",
+                        upload_streams=config.upload_streams)
         todo = fs.restore_journal()
         ops = Operations(fs, kernel_ttl=config.kernel_ttl, xattrs=config.xattrs)
         options = {"fsname=orfs", "subtype=orfs", "default_permissions"}
@@ -186,6 +188,7 @@ async def _check(client: FilesClient, config: MountConfig) -> None:
 
 
 async def _drain(fs: Filesystem) -> None:
+    fs.stop_queue()  # queued uploads not started stay journaled for the next mount
     busy = fs.uploads_in_flight()
     if not busy:
         return
@@ -199,15 +202,21 @@ async def _drain(fs: Filesystem) -> None:
 
 
 async def _watch_signals(fs: Filesystem) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                                   signal.SIGUSR1) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
                 log.info("SIGHUP: dropping the listing cache")
                 fs.drop_listing()
                 continue
+            if signum == signal.SIGUSR1:
+                log.info("SIGUSR1: trying failed uploads again")
+                fs.retry_failed()
+                continue
             log.info("signal %d: finishing uploads, then unmounting", signum)
             notify_stopping()
             await fs.upload_held()  # temporary names still in their grace period
+            await fs.drain_queue(DRAIN_TIMEOUT)  # --uploads async: the queue
             await fs.wait_uploads()
             pyfuse3.terminate()
             return

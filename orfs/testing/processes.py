@@ -245,6 +245,15 @@ class EmulatorProcess:
         with self.client() as c:
             c.post("_emulator/reset-stats").raise_for_status()
 
+    def refuse_uploads(self, filename: str, status: int, message: str, *, times: int = 1,
+                       workspace_id: str | None = None) -> None:
+        """The next `times` uploads of `filename` are answered `status` (docs/EMULATOR.md)."""
+        params = {"workspace_id": workspace_id} if workspace_id else None
+        with self.client(params=params) as c:
+            c.post("_emulator/refuse-uploads", json={
+                "filename": filename, "status": status, "message": message,
+                "times": times}).raise_for_status()
+
     def create_output(self, filename: str, data: bytes, *, workspace_id: str | None = None,
                       provider: str | None = None,
                       content_type: str = "application/octet-stream") -> dict[str, Any]:

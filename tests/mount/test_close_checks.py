@@ -58,10 +58,12 @@ def assert_kept(m: Mount, name: str, data: bytes, error: str) -> None:
     # Over 1 MiB, written in order by cp: refused by its header, its upload never starts.
     ("big.gz", gzip.compress(random.Random(3).randbytes(3 * MiB), compresslevel=1), "gzip"),
 ], ids=["gzip", "tar", "gzip-3MiB"])
+@pytest.mark.parametrize("uploads", ["sync", "async"])
 def test_cp_of_a_refused_type_fails_at_close_with_no_request(
         mount_factory: Callable[..., Mount], tmp_path: Path, name: str, data: bytes,
-        why: str) -> None:
-    m = mount_factory()
+        why: str, uploads: str) -> None:
+    # In both modes: async queues nothing it knows the service would refuse.
+    m = mount_factory("--uploads", uploads)
     src = tmp_path / name
     src.write_bytes(data)
     os.listdir(m.path)  # the listing, before counting
