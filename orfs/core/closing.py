@@ -56,7 +56,8 @@ class Closer:
         await self._files.admit(local)  # what the service would refuse: refused now
         if self._held.hold(local):
             return  # a temporary name: held for a rename
-        await self._queue.submit(local)  # checks, then uploads (sync) or queues (async)
+        # Uploads now (sync, checked again before sending) or queues (async).
+        await self._queue.submit(local, admitted=True)
 
     async def fsync(self, handle: Handle | None) -> None:
         if isinstance(handle, LocalHandle) and self._held.hold(handle.local):

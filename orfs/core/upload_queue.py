@@ -196,12 +196,13 @@ class UploadQueue:
                 self._files.refused_here(local, exc)
                 raise
 
-    async def submit(self, local: LocalFile) -> None:
+    async def submit(self, local: LocalFile, *, admitted: bool = False) -> None:
         """A closed file's upload, after `check`: queued (async) or sent now and waited
         for (sync). Raises the check's or the upload's error."""
         self._checked(local)
         if self.enabled:
-            await self._files.admit(local)  # refused at close, as in sync mode
+            if not admitted:  # (a close has just checked it)
+                await self._files.admit(local)  # refused before queueing, as in sync mode
             await self.enqueue(local)
         else:
             await self._files.upload(local)  # admits first

@@ -10,6 +10,7 @@ import io
 import os
 import random
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -125,3 +126,24 @@ def test_a_doubtful_file_is_still_sent(mount_factory: Callable[..., Mount], tmp_
     assert r.returncode != 0 and "Operation not supported" in r.stderr, r.stderr
     assert busy(m.emu.stats()) == {"upload": 1}
     assert_kept(m, name, data, "unsupported file type")
+
+
+def test_rsync_of_a_refused_type_into_an_async_mount_sends_nothing(
+        mount_factory: Callable[..., Mount], tmp_path: Path) -> None:
+    # rsync writes under a temporary name, then renames: the close of the temporary
+    # file is refused already (rsync stops there, and removes it), so nothing is
+    # queued or sent.
+    m = mount_factory("--uploads", "async")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "logs.gz").write_bytes(gzip.compress(b"a log line\n" * 1000))
+    os.listdir(m.path)
+    m.emu.reset_stats()
+    r = subprocess.run(["rsync", "-a", f"{src}/", f"{m.path}/"], capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and "Operation not supported" in r.stderr, r.stderr
+    s = subprocess.run([str(Path(sys.executable).parent / "orfs"), "sync", str(m.path),
+                        "--quiet"], capture_output=True, text=True)
+    assert s.returncode == 0, s.stderr  # nothing was queued
+    assert busy(m.emu.stats()) == {}
+    assert m.remote_files() == []
