@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS journal (
     mode     INTEGER,
     mtime_ns INTEGER,
     attempted REAL,
-    closed   REAL
+    closed   REAL,
+    next_try REAL
 );
 CREATE TABLE IF NOT EXISTS errors (
     time     REAL NOT NULL,
@@ -118,6 +119,9 @@ class JournalEntry:
     # Wall time of the close (flush) that made the staged bytes final; None while a
     # writer may still be adding to them. After a crash only closed files are uploaded.
     closed: float | None = None
+    # Wall time a failed upload is tried again (async: a transient failure); None: not
+    # by itself. Kept so that the next mount goes on trying it.
+    next_try: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -177,7 +181,7 @@ class State:
             # Columns added after version 1: a journal of an older mount gains
             # them empty, which restore_journal reads as "unknown" and treats with care.
             have = {r[1] for r in self._db.execute("PRAGMA table_info(journal)")}
-            for column in ("attempted", "closed"):
+            for column in ("attempted", "closed", "next_try"):
                 if column not in have:
                     self._db.execute(f"ALTER TABLE journal ADD COLUMN {column} REAL")
             # Added in version 3: an older mount did not record which bytes came from an

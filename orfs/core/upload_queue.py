@@ -170,12 +170,19 @@ class UploadQueue:
     def _failed(self, local: LocalFile, exc: CoreError) -> None:
         """A background upload failed: say so (writes.py already logged a WARNING and
         marked the file failed); schedule a transient failure for later."""
-        if not local.transient or local.unlinked or local.state != "failed":
+        if local.unlinked or local.state != "failed":
+            return
+        if not local.transient:
+            if local.next_try is not None:
+                local.next_try = None
+                self._t.state.journal_update(local.journal_key, next_try=None)
             return
         local.tries += 1
         delay = later_delay(local.tries)
         local.next_try = self._wall() + delay
         self._retry_at[local.serial] = local.next_try
+        # In the journal too: a next mount goes on trying it.
+        self._t.state.journal_update(local.journal_key, next_try=local.next_try)
         log.warning("upload of %s failed (%s): trying again in %.0f s (failure %d in a "
                     "row)", "/".join(local.path), exc.message, delay, local.tries)
 
@@ -278,6 +285,12 @@ class UploadQueue:
         oldest first; an upload it had begun is first looked for (landed.py)."""
         for local in todo:
             self._requeue(local)
+        # Transient failures of the last mount: tried again when they were due.
+        for local in self._t.locals:
+            if (local.state == "failed" and local.transient and local.next_try is not None
+                    and not local.unlinked and local.remote is None):
+                self._retry_at[local.serial] = local.next_try
+        self._wake()
 
     def retry_failed(self) -> int:
         """Queue every failed upload again now (SIGUSR1, `orfs sync --retry`), except

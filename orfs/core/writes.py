@@ -538,6 +538,9 @@ class LocalFiles:
                               mtime_set=entry.mtime_ns, replaces=entry.replaces,
                               state=state, error=error, dirty=state == "pending" and size > 0,
                               remote_name=entry.filename)
+            if state == "failed" and entry.next_try is not None and error != INTERRUPTED:
+                # A transient failure of the last mount: its queue goes on trying it.
+                local.transient, local.next_try, local.tries = True, entry.next_try, 1
             self._table.add(local)
             self._t.ns.add_local_file(path, serial)
             if closed:

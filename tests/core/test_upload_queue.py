@@ -241,6 +241,38 @@ async def test_a_transient_failure_is_tried_again_later(env: Env) -> None:
     assert [r.size for r in env.remote("flaky.txt")] == [5]
 
 
+async def test_a_transient_failure_is_tried_again_by_the_next_mount(
+        app: Starlette, tmp_path: Path) -> None:
+    # The next try is in the journal: a mount stopped before it (a reboot) leaves it to
+    # the next mount, which tries it when due, with no `orfs sync --retry`; a refusal
+    # is not tried again by itself.
+    cache = tmp_path / "cache"
+    no_retries = {"retry": RetryPolicy(total=0.0, max_attempts=1)}
+    async with Env.running(app, cache, transport=Gate, async_uploads=True,
+                           client_options=no_retries) as first:
+        gate(first).refuse = [503, 400]
+        await first.write_file("flaky.txt", b"flaky")
+        await settle(first)
+        await first.write_file("refused.txt", b"refused")
+        await settle(first)
+        assert first.fs.status()["failed_count"] == 2
+    state = State(cache)
+    rows = {r.filename: r for r in state.journal_entries()}
+    state.close()
+    assert rows["flaky.txt"].next_try is not None and rows["refused.txt"].next_try is None
+    async with Env.running(app, cache, async_uploads=True) as second:
+        second.fs.queue._wall = lambda: rows["flaky.txt"].next_try + 1  # type: ignore[operator]
+        todo = second.fs.restore_journal()
+        assert todo == []  # nothing pending: both are failed
+        await second.fs.resume_uploads(todo)
+        with trio.fail_after(10):
+            while not second.remote("flaky.txt"):
+                await trio.sleep(0.01)
+        assert [r.size for r in second.remote("flaky.txt")] == [5]
+        assert second.remote("refused.txt") == []
+        assert await state_of(second, "refused.txt") == "failed"
+
+
 async def test_retry_failed_queues_every_failed_upload(env: Env) -> None:
     gate(env).refuse = [400, 400]
     await env.write_file("a.txt", b"a")
